@@ -1,0 +1,1 @@
+"""Command-line edge: one module per command, each a thin wrapper over library functions."""

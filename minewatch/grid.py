@@ -1,0 +1,174 @@
+"""The global tiling grid and the patch lattice: pure geometry, no I/O.
+
+Why a global grid: reruns, neighbouring runs and different periods must share pixel boundaries so
+that composites, patch scores and polygons line up exactly. Every tile lives in the UTM zone of its
+centre, on a lattice anchored at easting 0 and at the equator, in metres:
+
+* tile ``(zone, ix, iy)`` spans eastings ``[ix*S, (ix+1)*S)`` and northings ``[iy*S, (iy+1)*S)``
+  measured from the equator (``iy < 0`` south of it); ``S`` = ``tile_px * resolution``.
+* tiles with a southern centre use the southern EPSG code (``327xx``, false northing 10 000 km); the
+  lattice is the same one, shifted by the false northing, so tiles on both sides of the equator
+  still abut.
+* ``tile_px`` is a multiple of the patch step (24 px), so the half-patch lattice of 48 px patches
+  continues unbroken from one tile to the next.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from rasterio.transform import Affine
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+from shapely.ops import transform as shp_transform
+
+FALSE_NORTHING_SOUTH = 10_000_000.0
+DEFAULT_RESOLUTION = 10.0
+DEFAULT_TILE_PX = 1008  # 10.08 km at 10 m: 42 half-patch steps of 24 px
+PATCH_PX = 48
+STEP_PX = 24
+
+
+def utm_zone(lon: float) -> int:
+    """UTM zone number (1-60) of a longitude in degrees (no Norway/Svalbard exceptions)."""
+    lon = ((lon + 180.0) % 360.0) - 180.0
+    return min(int((lon + 180.0) // 6.0) + 1, 60)
+
+
+def utm_epsg(zone: int, south: bool) -> int:
+    return (32700 if south else 32600) + zone
+
+
+@dataclass(frozen=True, order=True)
+class Tile:
+    """One unit of work: a square on the global lattice in one UTM zone."""
+
+    zone: int
+    """UTM zone number, 1-60."""
+    ix: int
+    """Column on the lattice: easting of the west edge = ``ix * size_m``."""
+    iy: int
+    """Row on the lattice: northing (from the equator) of the south edge = ``iy * size_m``."""
+    tile_px: int = DEFAULT_TILE_PX
+    """Tile width and height in pixels."""
+    resolution: float = DEFAULT_RESOLUTION
+    """Pixel size in metres."""
+
+    @property
+    def size_m(self) -> float:
+        return self.tile_px * self.resolution
+
+    @property
+    def south(self) -> bool:
+        """Southern hemisphere tile (centre south of the equator)."""
+        return (self.iy + 0.5) < 0
+
+    @property
+    def epsg(self) -> int:
+        return utm_epsg(self.zone, self.south)
+
+    @property
+    def crs(self) -> CRS:
+        return CRS.from_epsg(self.epsg)
+
+    @property
+    def id(self) -> str:
+        """Stable, filename-safe identifier, e.g. ``21S_x0034_y-0101``."""
+        return f"{self.zone:02d}{'S' if self.south else 'N'}_x{self.ix:04d}_y{self.iy:+05d}"
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the tile's own CRS (metres)."""
+        off = FALSE_NORTHING_SOUTH if self.south else 0.0
+        s = self.size_m
+        return (self.ix * s, self.iy * s + off, (self.ix + 1) * s, (self.iy + 1) * s + off)
+
+    @property
+    def transform(self) -> Affine:
+        left, _, _, top = self.bounds
+        return Affine(self.resolution, 0.0, left, 0.0, -self.resolution, top)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.tile_px, self.tile_px)
+
+    def geometry(self) -> BaseGeometry:
+        """The tile square in its own CRS."""
+        return box(*self.bounds)
+
+    def geometry_wgs84(self, densify: int = 8) -> BaseGeometry:
+        """The tile outline in WGS84 (edges densified so the projected outline stays accurate)."""
+        g = shapely.segmentize(self.geometry(), self.size_m / densify)
+        return shp_transform(_transformer(self.epsg, 4326).transform, g)
+
+    @classmethod
+    def from_id(cls, tile_id: str, tile_px: int = DEFAULT_TILE_PX, resolution: float = DEFAULT_RESOLUTION) -> Tile:
+        zone_part, x_part, y_part = tile_id.split("_")
+        return cls(int(zone_part[:-1]), int(x_part[1:]), int(y_part[1:]), tile_px, resolution)
+
+
+def _transformer(src: int, dst: int) -> Transformer:
+    return _TRANSFORMERS.setdefault((src, dst), Transformer.from_crs(src, dst, always_xy=True))
+
+
+_TRANSFORMERS: dict[tuple[int, int], Transformer] = {}
+
+
+def zone_strip(zone: int) -> BaseGeometry:
+    """The zone's longitude strip in WGS84 (the part of the world a zone's tiles own)."""
+    west = -180.0 + (zone - 1) * 6.0
+    return box(west, -84.0, west + 6.0, 84.0)
+
+
+def tiles_for_geometry(
+    roi_wgs84: BaseGeometry,
+    tile_px: int = DEFAULT_TILE_PX,
+    resolution: float = DEFAULT_RESOLUTION,
+) -> list[Tile]:
+    """All tiles of the global grid that intersect ``roi_wgs84`` (lon/lat degrees).
+
+    The ROI is split by UTM zone strips; each part is projected to its zone (northern projection,
+    negative northings south of the equator, which keeps one lattice across the equator) and every
+    lattice square that intersects it becomes a tile. Sorted, no duplicates.
+    """
+    if tile_px % STEP_PX:
+        raise ValueError(f"tile_px must be a multiple of the patch step ({STEP_PX} px), got {tile_px}")
+    size = tile_px * resolution
+    minx, _, maxx, _ = roi_wgs84.bounds
+    tiles: set[Tile] = set()
+    for zone in range(utm_zone(minx), utm_zone(maxx) + 1) if maxx - minx < 360 else range(1, 61):
+        part = roi_wgs84.intersection(zone_strip(zone))
+        if part.is_empty:
+            continue
+        proj = shp_transform(_transformer(4326, utm_epsg(zone, False)).transform, shapely.segmentize(part, 0.05))
+        x0, y0, x1, y1 = proj.bounds
+        ixs = np.arange(math.floor(x0 / size), math.floor(x1 / size) + 1)
+        iys = np.arange(math.floor(y0 / size), math.floor(y1 / size) + 1)
+        gx, gy = np.meshgrid(ixs, iys)
+        squares = shapely.box(gx * size, gy * size, (gx + 1) * size, (gy + 1) * size).ravel()
+        shapely.prepare(proj)
+        hit = shapely.intersects(proj, squares) & ~shapely.touches(proj, squares)
+        for ix, iy in zip(gx.ravel()[hit], gy.ravel()[hit], strict=True):
+            tiles.add(Tile(zone, int(ix), int(iy), tile_px, resolution))
+    return sorted(tiles)
+
+
+def patch_offsets(size_px: int, patch_px: int = PATCH_PX, step_px: int = STEP_PX) -> np.ndarray:
+    """Top-left pixel offsets (along one axis) of all patches that fit inside ``size_px``."""
+    if size_px < patch_px:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, size_px - patch_px + 1, step_px, dtype=np.int64)
+
+
+def iter_patch_windows(
+    shape: tuple[int, int], patch_px: int = PATCH_PX, step_px: int = STEP_PX
+) -> Iterator[tuple[int, int]]:
+    """(row, col) top-left offsets of every patch of the half-patch lattice in a raster of ``shape``."""
+    for r in patch_offsets(shape[0], patch_px, step_px):
+        for c in patch_offsets(shape[1], patch_px, step_px):
+            yield int(r), int(c)
