@@ -102,9 +102,16 @@ class Tile:
         return box(*self.bounds)
 
     def geometry_wgs84(self, densify: int = 8) -> BaseGeometry:
-        """The tile outline in WGS84 (edges densified so the projected outline stays accurate)."""
+        """The tile outline in WGS84 (edges densified so the projected outline stays accurate).
+
+        Longitudes are kept continuous around the zone's central meridian, so a tile that straddles
+        the antimeridian comes out with longitudes beyond ±180 instead of a polygon wrapped around
+        the globe (use :func:`wrap_antimeridian` to split it for GeoJSON).
+        """
         g = shapely.segmentize(self.geometry(), self.size_m / densify)
-        return shp_transform(_transformer(self.epsg, 4326).transform, g)
+        g = shp_transform(_transformer(self.epsg, 4326).transform, g)
+        cm = -183.0 + 6.0 * self.zone
+        return shapely.transform(g, lambda xy: np.column_stack([cm + (xy[:, 0] - cm + 180.0) % 360.0 - 180.0, xy[:, 1]]))
 
     @classmethod
     def from_id(cls, tile_id: str, tile_px: int = DEFAULT_TILE_PX, resolution: float = DEFAULT_RESOLUTION) -> Tile:
@@ -125,6 +132,64 @@ def zone_strip(zone: int) -> BaseGeometry:
     return box(west, -84.0, west + 6.0, 84.0)
 
 
+def _zone_range(minx: float, maxx: float) -> range:
+    """Zones whose strips a lon range [minx, maxx] (within ±180) touches; lon 180 is zone 60's east edge."""
+    if maxx - minx >= 360:
+        return range(1, 61)
+    last = 60 if maxx >= 180.0 else utm_zone(maxx)
+    return range(utm_zone(minx), last + 1)
+
+
+def _unwrap_ring(coords: np.ndarray) -> np.ndarray:
+    """Make a ring's longitudes continuous: a step of more than 180° is read as crossing ±180."""
+    lon = coords[:, 0].copy()
+    jumps = np.diff(lon)
+    shift = np.concatenate([[0.0], np.cumsum(-360.0 * np.round(jumps / 360.0) * (np.abs(jumps) > 180.0))])
+    return np.column_stack([lon + shift, coords[:, 1:]])
+
+
+def wrap_antimeridian(geom: BaseGeometry) -> BaseGeometry:
+    """Normalise a lon/lat polygonal geometry to longitudes within ±180, split at the antimeridian.
+
+    Accepts both ways an antimeridian-crossing ROI is written in practice: continuous longitudes
+    beyond ±180 (e.g. 175 to 185), and rings whose consecutive vertices jump by more than 180° (e.g.
+    175 then -175, read as the short way across ±180). Parts already split at ±180 are unchanged.
+    Geometries within ±180 with no such jump come back as they are.
+    """
+    if geom.is_empty:
+        return geom
+    polys = list(getattr(geom, "geoms", [geom]))
+    fixed = []
+    changed = False
+    for poly in polys:
+        if poly.geom_type != "Polygon":
+            fixed.append(poly)
+            continue
+        shell = np.asarray(poly.exterior.coords)
+        ushell = _unwrap_ring(shell)
+        holes = []
+        for ring in poly.interiors:
+            h = _unwrap_ring(np.asarray(ring.coords))
+            h[:, 0] += 360.0 * np.round((ushell[:, 0].mean() - h[:, 0].mean()) / 360.0)
+            holes.append(h)
+        changed |= not np.array_equal(ushell, shell) or any(
+            not np.array_equal(h, np.asarray(r.coords)) for h, r in zip(holes, poly.interiors, strict=True)
+        )
+        fixed.append(shapely.Polygon(ushell, holes))
+    minx = min(p.bounds[0] for p in fixed)
+    maxx = max(p.bounds[2] for p in fixed)
+    if not changed and minx >= -180.0 and maxx <= 180.0:
+        return geom
+    whole = shapely.union_all([shapely.make_valid(p) for p in fixed])
+    parts = []
+    for k in range(math.floor((minx + 180.0) / 360.0), math.floor((maxx + 180.0) / 360.0) + 1):
+        piece = whole.intersection(box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0))
+        if not piece.is_empty:
+            parts.append(shapely.affinity.translate(piece, -360.0 * k, 0.0))
+    polys_out = [g for p in parts for g in getattr(p, "geoms", [p]) if g.geom_type == "Polygon" and g.area > 0]
+    return polys_out[0] if len(polys_out) == 1 else shapely.MultiPolygon(polys_out)
+
+
 def tiles_for_geometry(
     roi_wgs84: BaseGeometry,
     tile_px: int = DEFAULT_TILE_PX,
@@ -140,8 +205,11 @@ def tiles_for_geometry(
         raise ValueError(f"tile_px must be a multiple of the patch step ({STEP_PX} px), got {tile_px}")
     size = tile_px * resolution
     minx, _, maxx, _ = roi_wgs84.bounds
+    if minx < -180.0 or maxx > 180.0:
+        roi_wgs84 = wrap_antimeridian(roi_wgs84)
+        minx, _, maxx, _ = roi_wgs84.bounds
     tiles: set[Tile] = set()
-    for zone in range(utm_zone(minx), utm_zone(maxx) + 1) if maxx - minx < 360 else range(1, 61):
+    for zone in _zone_range(minx, maxx):
         part = roi_wgs84.intersection(zone_strip(zone))
         if part.is_empty:
             continue
@@ -163,6 +231,20 @@ def patch_offsets(size_px: int, patch_px: int = PATCH_PX, step_px: int = STEP_PX
     if size_px < patch_px:
         return np.zeros(0, dtype=np.int64)
     return np.arange(0, size_px - patch_px + 1, step_px, dtype=np.int64)
+
+
+HALO_PX = PATCH_PX - STEP_PX
+"""Extra pixels a tile must read beyond its right and bottom edges to score the patches it owns."""
+
+
+def owned_patch_offsets(tile_px: int = DEFAULT_TILE_PX, step_px: int = STEP_PX) -> np.ndarray:
+    """Offsets (along one axis) of the lattice patches a tile *owns*: those whose top-left pixel is inside it.
+
+    ``patch_offsets(tile_px)`` stops at the last patch that fits inside the tile, which leaves the
+    patch straddling each tile boundary to nobody; owning by top-left pixel gives every patch of
+    the continuous lattice exactly one tile, at the cost of reading ``HALO_PX`` beyond the edge.
+    """
+    return np.arange(0, tile_px, step_px, dtype=np.int64)
 
 
 def iter_patch_windows(
