@@ -160,12 +160,14 @@ def _iter_geometries(obj: Any, where: str) -> Iterator[tuple[str, dict[str, Any]
 
 
 def _flat_coords(coords: Any) -> Iterator[tuple[float, float]]:
-    if isinstance(coords, (list, tuple)) and coords and isinstance(coords[0], (int, float)):
+    if not isinstance(coords, (list, tuple)):
+        raise ValueError(f"expected nested arrays of numbers, found {json.dumps(coords)[:40]}")
+    if coords and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords):
         if len(coords) < 2:
             raise ValueError("a position needs at least two numbers")
         yield float(coords[0]), float(coords[1])
         return
-    for c in coords or []:
+    for c in coords:
         yield from _flat_coords(c)
 
 
