@@ -44,6 +44,8 @@ class SceneSpec:
 
 
 def asset_key(band: str, style: str) -> str:
+    if band == "CLOUDMASK":
+        return "cloud_mask"
     if band == "SCL":
         return "scl" if style == "common" else "SCL"
     return COMMON_NAMES[band] if style == "common" else padded_key(band)
@@ -105,6 +107,7 @@ def write_scene(
     rng: np.random.Generator,
     base: Mapping[str, np.ndarray],
     catalog_bounds: tuple[float, float, float, float],
+    scene_mask: bool = False,
 ) -> object:
     """Write one scene's band files and return its pystac Item."""
     import pystac
@@ -141,14 +144,17 @@ def write_scene(
     )
     if baseline is not None:
         item.properties["s2:processing_baseline"] = baseline
-    for band in [*bands, *(["SCL"] if level == "L2A" else [])]:
-        res = BAND_RESOLUTION[band]
+    extra = ["SCL"] if level == "L2A" else (["CLOUDMASK"] if scene_mask else [])
+    for band in [*bands, *extra]:
+        res = BAND_RESOLUTION.get(band, 20)
         shape = (round((top - bottom) / res), round((right - left) / res))
         f = 20 / res
         iy = np.minimum((np.arange(shape[0]) / f).astype(int), shape20[0] - 1)
         ix = np.minimum((np.arange(shape[1]) / f).astype(int), shape20[1] - 1)
         cloud, shadow, dark = cloud20[iy][:, ix], shadow20[iy][:, ix], dark20[iy][:, ix]
-        if band == "SCL":
+        if band == "CLOUDMASK":
+            data = np.where(cloud, 1, 0).astype(np.uint16)
+        elif band == "SCL":
             b = base["SCL"]
             data = np.where(b[_win(b, catalog_bounds, bounds, res)] > 0.5, 5, 4).astype(np.uint16)
             data[(b[_win(b, catalog_bounds, bounds, res)] < 0.15)] = 6
@@ -212,10 +218,12 @@ def make_catalog(
     level: str = "L2A",
     key_style: str = "common",
     seed: int = 0,
+    scene_mask: bool = False,
 ) -> Path:
     """Write scenes + a self-contained STAC catalog under ``out_dir``; return ``catalog.json``'s path.
 
-    ``bounds`` (left, bottom, right, top) in ``epsg`` metres: width and height multiples of 60 m so
+    ``scene_mask`` (L1C only) adds a ``cloud_mask`` asset per scene (20 m, 1 = cloud, 0 = clear), the
+    way some catalogs expose the L1C product's cloud mask. ``bounds`` (left, bottom, right, top) in ``epsg`` metres: width and height multiples of 60 m so
     that the 10, 20 and 60 m grids nest from the same corner, as in real Sentinel-2 tiles.
     """
     import pystac
@@ -236,7 +244,7 @@ def make_catalog(
         item_id = f"S2_SYN_{spec.date.strftime('%Y%m%d')}_{k:03d}{spec.suffix}_{level}"
         item = write_scene(
             out / "scenes" / item_id, item_id, spec, epsg=epsg, bounds=sb, bands=bands, level=level,
-            key_style=key_style, rng=rng, base=base, catalog_bounds=bounds,
+            key_style=key_style, rng=rng, base=base, catalog_bounds=bounds, scene_mask=scene_mask,
         )  # fmt: skip
         cat.add_item(item)  # type: ignore[arg-type]
     cat.normalize_hrefs(str(out))

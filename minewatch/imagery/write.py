@@ -144,8 +144,8 @@ def composite_item(plan: TilePlan, cog: Path, clear: Path, item_file: Path) -> A
         properties={
             "processing:level": plan.level,
             "minewatch:tile": tile.id,
-            "minewatch:tile_px": tile.tile_px,
-            "minewatch:resolution": tile.resolution,
+            "minewatch:tile_px": int(tile.tile_px),
+            "minewatch:resolution": float(tile.resolution),
             "minewatch:bands": list(plan.bands),
             "minewatch:source": plan.source,
             "minewatch:cloud_mask": plan.mask,
