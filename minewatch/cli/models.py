@@ -1,0 +1,78 @@
+"""``minewatch models``: list and inspect model packages; import the upstream Keras models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.group("models")
+def command() -> None:
+    """List, inspect and import model packages."""
+
+
+@command.command("import-keras")
+@click.argument("h5_file", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model package folder to write.")
+@click.option("--name", default=None, help="Model name in the card (default: patch size and version from the file name).")
+@click.option("--bands", default=None, help="Input bands, comma-separated, in channel order (default: the upstream order for the channel count).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Operating threshold (default: from the config log beside the file, else 0.5).")
+@click.option("--config-log", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Upstream config .txt (default: found beside the .h5).")
+@click.option(
+    "--input-norm",
+    type=click.Choice(["auto", "reflectance", "unit_norm_2021", "none"]),
+    default="auto",
+    show_default=True,
+    help="Normalisation built into the graph after x = DN/10000: auto picks by upstream era (v2 and older: unit_norm_2021; v3+: reflectance clip).",
+)
+def import_keras_cmd(h5_file: Path, out_dir: Path, name: str | None, bands: str | None, threshold: float | None, config_log: Path | None, input_norm: str) -> None:
+    """Convert a published upstream Keras HDF5 model into a minewatch package (no TensorFlow)."""
+    import time
+
+    from minewatch.models.keras_import import import_keras
+    from minewatch.models.package import load_package
+
+    t0 = time.perf_counter()
+    band_list = [b.strip() for b in bands.split(",") if b.strip()] if bands else None
+    path = import_keras(h5_file, out_dir, name=name, bands=band_list, threshold=threshold, config_log=config_log, input_norm=input_norm)
+    pkg = load_package(path)
+    c = pkg.card
+    click.echo(
+        f"{path}: {c.name}, {len(c.members)} member(s), {c.patch_px} px, bands {','.join(c.spec.bands)}, "
+        f"threshold {c.threshold:g} ({c.training.get('threshold_source')}), input norm {c.training.get('input_norm')}, "
+        f"{time.perf_counter() - t0:.2f} s"
+    )
+
+
+@command.command("list")
+def list_cmd() -> None:
+    """List the models shipped with minewatch (usable as --model NAME)."""
+    from minewatch.config import package_data_dir
+    from minewatch.errors import MinewatchError
+    from minewatch.models.package import load_package
+
+    root = package_data_dir() / "models"
+    found = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not found:
+        click.echo(f"no shipped models in {root}")
+        return
+    for p in found:
+        try:
+            c = load_package(p).card
+        except MinewatchError as e:
+            click.echo(f"{p.name:<16} (broken: {e.problem})")
+            continue
+        ap = c.metrics.get("val", {}).get("ap") if isinstance(c.metrics.get("val"), dict) else None
+        extra = f", val AP {ap:.3f}" if isinstance(ap, (int, float)) else ""
+        click.echo(f"{p.name:<16} {c.name}: {len(c.members)} member(s), bands {','.join(c.spec.bands)}, {c.patch_px} px, threshold {c.threshold:g}{extra}")
+
+
+@command.command("show")
+@click.argument("model")
+def show_cmd(model: str) -> None:
+    """Print the model card of MODEL (a package folder or a shipped name) as JSON."""
+    from minewatch.models.package import load_package
+
+    click.echo(json.dumps(load_package(model).card.to_dict(), indent=2, ensure_ascii=False))
