@@ -140,7 +140,7 @@ def tile_list_geojson(tiles: Sequence[Tile]) -> dict[str, Any]:
         g = wrap_antimeridian(t.geometry_wgs84())
         feats.append({
             "type": "Feature",
-            "properties": {"tile": t.id, "zone": t.zone, "epsg": t.epsg, "tile_px": t.tile_px, "resolution": t.resolution},
+            "properties": {"tile": t.id, "zone": t.zone, "epsg": t.epsg, "tile_px": int(t.tile_px), "resolution": float(t.resolution)},
             "geometry": shapely.geometry.mapping(g),
         })  # fmt: skip
     return {"type": "FeatureCollection", "features": feats}
