@@ -122,7 +122,7 @@
     bounds: D.bounds,
     fitBoundsOptions: { padding: 30 },
     attributionControl: false,
-    preserveDrawingBuffer: true,
+    canvasContextAttributes: { preserveDrawingBuffer: true },  // lets the PDF export snapshot the canvas
     maxZoom: 18
   });
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
@@ -279,15 +279,23 @@
   }
 
   setPeriod(current);
+  // Ready = style loaded and every visible source tiled and drawn. "idle" says so, but is only
+  // emitted after a render; polling map.loaded() as well makes readiness robust to event timing.
   var ready = new Promise(function (resolve) {
+    var done = false;
+    function finish() {
+      if (done) return;
+      done = true;
+      clearInterval(poll);
+      window.minewatch.loadedMs = performance.now();
+      document.body.dataset.ready = "1";
+      resolve(true);
+    }
+    var poll = setInterval(function () { if (styleReady && map.loaded() && !map.isMoving()) finish(); }, 250);
     map.once("load", function () {
       styleReady = true;
       applyFilters();
-      map.once("idle", function () {
-        window.minewatch.loadedMs = performance.now();
-        document.body.dataset.ready = "1";
-        resolve(true);
-      });
+      map.once("idle", finish);
     });
   });
   window.minewatch = {
