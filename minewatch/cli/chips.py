@@ -1,0 +1,58 @@
+"""``minewatch chips``: labelled training chips cut around points from Sentinel-2 composites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from minewatch.errors import MinewatchError
+
+
+@click.command(name="chips")
+@click.option("--points", "points_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="GeoJSON of labelled points (WGS84).")
+@click.option("--label", type=int, default=None, help="Label of every point: 1 = mine, 0 = not a mine.")
+@click.option("--label-field", default=None, help="Point property holding the 0/1 label.")
+@click.option("--source", default="earth-search", show_default=True, help="earth-search | planetary-computer | a STAC API URL | a local catalog.json.")
+@click.option("--start", required=True, help="First day of the compositing window, YYYY-MM-DD.")
+@click.option("--end", required=True, help="Last day of the compositing window, YYYY-MM-DD.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
+@click.option("--bands", default="B4,B3,B2", show_default=True, help="Comma-separated bands, in channel order.")
+@click.option("--size", type=int, default=48, show_default=True, help="Chip size in pixels.")
+@click.option("--level", type=click.Choice(["l2a", "l1c"], case_sensitive=False), default="l2a", show_default=True)
+@click.option("--rendering", type=click.Choice(["uint8", "dn"]), default="uint8", show_default=True, help="uint8: round(clip(DN/3000,0,1)*255) like the reference chips; dn: raw uint16 DN.")
+@click.option("--max-scene-cloud", type=click.FloatRange(0, 100), default=60.0, show_default=True)
+@click.option("--composites", "composites_dir", default=None, type=click.Path(file_okay=False, path_type=Path), help="Composite run folder to build or reuse [default: OUT/composites].")
+@click.option("--tile-px", type=int, default=1008, show_default=True, help="Tile size of the composites (multiple of 24).")
+@click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (default), 'threads' or 'synchronous'.")
+@click.option("--workers", type=int, default=None)
+@click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True, help="HTTP retries for STAC API requests.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(points_path: Path, label: int | None, label_field: str | None, source: str, start: str, end: str, out_dir: Path,
+            bands: str, size: int, level: str, rendering: str, max_scene_cloud: float, composites_dir: Path | None,
+            tile_px: int, scheduler: str | None, workers: int | None, retries: int, quiet: bool) -> None:  # fmt: skip
+    """Cut a SIZE×SIZE chip around every point of POINTS from median composites of START..END and
+    write a chip dataset (chips.npz, chips.csv with lon/lat, dates, clear fraction and source file
+    per chip, bands.json) to OUT."""
+    from minewatch.chips.sample import sample_chips
+    from minewatch.imagery.engine import parse_bands
+    from minewatch.imagery.plan import to_date
+    from minewatch.imagery.sources import resolve_source
+
+    lvl = level.upper()
+    d0, d1 = to_date(start, "--start"), to_date(end, "--end")
+    if d1 < d0:
+        raise MinewatchError("--end", f"{d1} is before --start {d0}")
+    if tile_px <= 0 or tile_px % 24:
+        raise MinewatchError("--tile-px", f"must be a positive multiple of 24, got {tile_px}")
+    src = resolve_source(source, lvl, retries=retries)
+    out = sample_chips(
+        points_path, out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
+        bands=parse_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
+        composites_dir=composites_dir, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
+        log=lambda s: click.echo(s, err=True),
+    )  # fmt: skip
+    from minewatch.chips.dataset import load_chips
+
+    chips = load_chips(out)
+    click.echo(f"{out}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")
