@@ -1,0 +1,99 @@
+"""``minewatch train``: chips → a trained, evaluated model package (needs the ``[train]`` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from minewatch.errors import MinewatchError
+
+
+@click.command("train")
+@click.option("--chips", "chips_dir", required=True, type=click.Path(), help="Chip dataset folder (chips.npz + chips.csv [+ bands.json]).")
+@click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
+@click.option("--bands", default=None, help="Expected bands, comma-separated (e.g. B4,B3,B2); checked against the chips.")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(2))
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW, warm-up + cosine).")
+@click.option("--weight-decay", default=0.02, show_default=True, type=click.FloatRange(min=0))
+@click.option("--patience", default=8, show_default=True, type=click.IntRange(1), help="Early stopping: epochs without a better validation AP.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--holdout-region", multiple=True, type=click.Path(), help="Polygon file: chips inside are never trained on and are reported separately (repeatable).")
+@click.option("--holdout-source", multiple=True, help="Source name or glob: held out of training, reported separately (repeatable).")
+@click.option("--atmosphere-p", default=0.4, show_default=True, type=click.FloatRange(0, 1), help="Share of each batch given the L1C→L2A atmospheric augmentation.")
+@click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Weight EMA decay (0 = off).")
+@click.option("--tta/--no-tta", default=False, show_default=True, help="Put dihedral test-time augmentation inside the exported graphs.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="CPU threads for training.")
+@click.option("--name", default=None, help="Model name in the card (default: the --out folder name).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(
+    chips_dir: str,
+    arch: str,
+    out_dir: str,
+    bands: str | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int,
+    seed: int,
+    val_fraction: float,
+    holdout_region: tuple[str, ...],
+    holdout_source: tuple[str, ...],
+    atmosphere_p: float,
+    ema: float,
+    tta: bool,
+    threads: int,
+    name: str | None,
+    quiet: bool,
+) -> None:
+    """Train a mine classifier on a chip dataset and write a model package.
+
+    Site-level train/validation split, optional geographic or per-source hold-outs, augmentation,
+    class weighting, early stopping on validation average precision. Interrupted runs resume from
+    the checkpoint in --out when the same command is run again.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MinewatchError("minewatch train", "needs PyTorch: pip install -e '.[train]'") from None
+    from minewatch.chips import load_chips
+    from minewatch.models.arch import ARCHS
+    from minewatch.train.augment import AugmentConfig
+    from minewatch.train.loop import TrainConfig, train_package
+
+    if arch not in ARCHS:
+        raise MinewatchError("--arch", f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
+    chips = load_chips(chips_dir)
+    if bands is not None:
+        want = [b.strip() for b in bands.split(",") if b.strip()]
+        if want != chips.spec.bands:
+            raise MinewatchError(chips_dir, f"--bands {','.join(want)} but the chips hold {len(chips.spec.bands)} bands {','.join(chips.spec.bands)}")
+    aug = AugmentConfig(atmosphere_p=atmosphere_p if chips.spec.bands == ["B4", "B3", "B2"] else 0.0, bands=list(chips.spec.bands))
+    cfg = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        seed=seed,
+        val_fraction=val_fraction,
+        ema_decay=ema,
+        threads=threads,
+        augment=aug,
+        tta=tta,
+    )
+    out = train_package(chips, cfg, out_dir, list(holdout_region), list(holdout_source), progress=not quiet, name=name)
+    from minewatch.models.package import load_package
+
+    card = load_package(out).card
+    v = card.metrics["val"]
+    click.echo(
+        f"wrote {out}: val AP {v['ap']:.4f}, ROC AUC {v['roc_auc']:.4f}, threshold {card.threshold:.3f} "
+        f"(sens {v['sensitivity']:.3f}, spec {v['specificity']:.3f}), sens@spec0.99 {v['sens_at_spec99']:.3f}"
+    )
+    for hname, h in card.metrics.get("holdouts", {}).items():
+        parts = [f"{k} {val:.3f}" for k, val in h.items() if k.startswith(("sensitivity", "specificity")) and val is not None]
+        click.echo(f"  hold-out {hname}: n={h['n']} " + ", ".join(parts))
