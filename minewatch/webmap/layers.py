@@ -121,11 +121,14 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     Accepts minewatch layers (``period``, ``area_ha``, ``score_max``/``score_mean``/``score``) and the
     published upstream layers (``year`` code, ``Mined area (ha)``). Missing periods come from
     ``period``, then the file name (``mining_202400_…``); missing areas are computed (equal-area).
-    ``score`` is NaN when the layer has none (the published layers carry no score).
+    ``score`` is NaN when the layer has none (the published layers carry no score). ``source`` and
+    ``fid`` (row position in the file) identify each polygon; ``footprint_ha`` is its outline area.
     """
     path = Path(path)
     gdf = _read_vector(path)
-    gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()].copy()
+    fid = np.arange(len(gdf))
+    keep = (gdf.geometry.notna() & ~gdf.geometry.is_empty).to_numpy()
+    gdf, fid = gdf[keep].copy(), fid[keep]
     kinds = set(gdf.geom_type.unique())
     if kinds - {"Polygon", "MultiPolygon"}:
         raise MinewatchError(path, f"expected polygons, found {sorted(kinds)}")
@@ -158,6 +161,7 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
             "score_mean": gdf["score_mean"].astype(float).to_numpy() if "score_mean" in gdf.columns else np.nan,
             "n_patches": gdf["n_patches"].to_numpy() if "n_patches" in gdf.columns else np.nan,
             "source": path.name,
+            "fid": fid,
         },
         geometry=geoms,
         crs=4326,
