@@ -118,6 +118,10 @@ def is_transient(e: BaseException) -> bool:
 
 def is_transient_text(text: str) -> bool:
     t = text.lower()
+    if "/vsicurl/" in t and "not recognized as being in a supported file format" in t:
+        # GDAL's words for a remote header cut short by a dropped connection; a real bad file
+        # costs only a few quick retries before the same message is reported.
+        return True
     return any(s in t for s in _TRANSIENT_TEXT)
 
 

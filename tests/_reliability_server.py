@@ -4,10 +4,11 @@ minimal STAC API (landing page, conformance, ``/search``), and scripted faults p
 Bounded by construction: it stops itself after ``lifetime_s`` or ``max_requests``, each "timeout"
 fault sleeps a fixed time, and the handler's socket has a timeout, so a test can never hang on it.
 
-Faults are scripted per path suffix as a list consumed one request at a time, e.g.
-``{"B04.tif": ["500", "500"]}`` answers the first two requests for any path ending in ``B04.tif``
+Faults are scripted per path fragment as a list consumed one request at a time, e.g.
+``{"B04.tif": ["500", "500"]}`` answers the first two requests for any path containing ``B04.tif``
 with HTTP 500 and serves it normally afterwards. Actions: ``"500"``/``"503"``/... (status),
-``"timeout"`` (sleep ``stall_s``, then close without answering), ``"drop"`` (headers with the
+``"timeout"`` (sleep ``stall_s``, then close without answering), ``"hang"`` (no answer until the
+server stops: a half-dead server only a client timeout can escape), ``"drop"`` (headers with the
 full Content-Length, half the body, then close), ``"ok"``. ``"always500"`` (etc.) repeats forever.
 """
 
@@ -92,7 +93,7 @@ class FaultServer:
     def _next_action(self, path: str) -> str:
         with self._mutex:
             for suffix, actions in self.faults.items():
-                if path.endswith(suffix) and actions:
+                if suffix in path and actions:
                     a = actions[0]
                     if a.startswith("always"):
                         return a[len("always") :]
@@ -100,8 +101,8 @@ class FaultServer:
         return "ok"
 
     def requests_for(self, suffix: str) -> list[str]:
-        """Actions taken for requests whose path ends with ``suffix``, in order."""
-        return [a for _, p, a in self.log if p.endswith(suffix)]
+        """Actions taken for requests whose path contains ``suffix``, in order."""
+        return [a for _, p, a in self.log if suffix in p]
 
     def _handle(self, h: BaseHTTPRequestHandler, head: bool = False) -> None:
         parsed = urlparse(h.path)
@@ -109,8 +110,11 @@ class FaultServer:
         action = self._next_action(path)
         with self._mutex:
             self.log.append((h.command, path, action))
-        if action == "timeout":
-            time.sleep(self.stall_s)
+        if action in ("timeout", "hang"):
+            if action == "hang":
+                self._stop.wait(self.lifetime_s)
+            else:
+                time.sleep(self.stall_s)
             h.close_connection = True
             return
         if action.isdigit():

@@ -33,6 +33,10 @@ GDAL_HTTP_SETTINGS = {
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "2",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # Without a timeout curl waits forever on a server that accepted the connection and went silent
+    # (tests/test_reliability_faults.py); with one, GDAL retries the request like any other failure.
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_HTTP_CONNECTTIMEOUT": "15",
 }
 
 
