@@ -105,39 +105,47 @@ def s2cloudless_clear(stack: np.ndarray) -> np.ndarray:
     return ~det.get_cloud_masks(refl).astype(bool)
 
 
-def median_composite(stack: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def median_composite(stack: np.ndarray, clear: np.ndarray, overwrite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-pixel median of usable observations and their count.
 
     Parameters
     ----------
     stack : (T, B, Y, X) uint16 harmonised DN, 0 = nodata.
     clear : (T, Y, X) bool, True where the cloud mask says clear.
+    overwrite : reuse ``stack``'s memory for the sort (it is left scrambled); saves one copy.
 
     Returns
     -------
     median : (B, Y, X) uint16, 0 where no observation is usable.
     count : (Y, X) uint16 number of usable observations.
 
-    Cost: one uint16 sort along time, memory ≈ 2 × the stack. It is exact: equal to
-    ``round(nanmedian)`` (half to even) of the same values, without floating point.
+    Cost: one uint16 sort along time; memory 1 × the stack with ``overwrite`` (2 × without). It is
+    exact: equal to ``round(nanmedian)`` (half to even) of the same values, without floating point.
     """
     stack = np.asarray(stack, dtype=np.uint16)
     usable = np.asarray(clear, dtype=bool) & (stack > 0).all(axis=1)
     count = usable.sum(axis=0, dtype=np.int64)
     if stack.shape[0] == 0:
         return np.zeros(stack.shape[1:], np.uint16), np.zeros(stack.shape[2:], np.uint16)
-    filled = np.where(usable[:, None], stack, np.uint16(np.iinfo(np.uint16).max))
+    filled = stack if overwrite else stack.copy()
+    unusable = ~usable
+    for b in range(filled.shape[1]):
+        filled[:, b][unusable] = np.iinfo(np.uint16).max
     filled.sort(axis=0)  # unusable (max) values sort to the end
-    n = np.broadcast_to(count[None], filled.shape[1:])
+    n = count[None]
     lo_i = np.maximum(n - 1, 0) // 2
-    hi_i = n // 2
-    lo = np.take_along_axis(filled, lo_i[None], axis=0)[0].astype(np.uint32)
-    hi = np.take_along_axis(filled, np.minimum(hi_i, filled.shape[0] - 1)[None], axis=0)[0].astype(np.uint32)
-    s = lo + hi
-    half = s // 2
-    med = half + ((s % 2) & (half % 2))  # .5 rounds to the even neighbour, like numpy.round
-    med[n == 0] = 0
-    return med.astype(np.uint16), count.astype(np.uint16)
+    hi_i = np.minimum(n // 2, filled.shape[0] - 1)
+    med = np.empty(filled.shape[1:], np.uint16)
+    for b in range(filled.shape[1]):  # band by band: small temporaries
+        fb = filled[:, b]
+        lo = np.take_along_axis(fb, lo_i, axis=0)[0].astype(np.uint32)
+        hi = np.take_along_axis(fb, hi_i, axis=0)[0].astype(np.uint32)
+        s = lo + hi
+        half = s // 2
+        mb = half + ((s % 2) & (half % 2))  # .5 rounds to the even neighbour, like numpy.round
+        mb[count == 0] = 0
+        med[b] = mb
+    return med, count.astype(np.uint16)
 
 
 def clear_mask(
@@ -171,18 +179,30 @@ def composite_block(
     ``block``: (T, L, Y, X) uint16 for the ``load_bands`` (outputs and mask inputs); ``offsets``:
     harmonisation offset per observation (length T). Returns (len(out_bands) + 1, Y, X) uint16: the
     median bands then the clear count as the last plane (one array, so one Dask output).
+    Memory: ``block`` plus one (T, len(out_bands), Y, X) uint16 working stack.
     """
     block = np.asarray(block)
     if block.shape[0] != len(offsets):
         raise ValueError(f"{block.shape[0]} observations but {len(offsets)} offsets")
-    raw = {b: block[:, i] for i, b in enumerate(load_bands)}
-    data = {}
-    for b, arr in raw.items():
-        if b in ("SCL", "CLOUDMASK"):
-            data[b] = arr  # classes, not reflectance: never shifted
-        else:
-            data[b] = np.stack([harmonise(arr[t], off) for t, off in enumerate(offsets)]) if len(offsets) else arr
-    clear = clear_mask(method, data)
-    stack = np.stack([data[b] for b in out_bands], axis=1)
-    med, count = median_composite(stack, clear)
+    index = {b: i for i, b in enumerate(load_bands)}
+
+    def harmonised(band: str) -> np.ndarray:
+        raw = block[:, index[band]]
+        if band in ("SCL", "CLOUDMASK"):
+            return raw  # classes, not reflectance: never shifted
+        out = np.empty(raw.shape, np.uint16)
+        for t, off in enumerate(offsets):
+            out[t] = harmonise(raw[t], off)
+        return out
+
+    needed = {MASK_SCL: ("SCL",), MASK_SCENE: ("CLOUDMASK",), MASK_THRESHOLD: ("B2", "B4", "B10"), MASK_S2CLOUDLESS: S2CLOUDLESS_BANDS}
+    if method not in needed:
+        raise ValueError(f"unknown cloud-mask method {method!r}")
+    mask_data = {b: harmonised(b) for b in needed[method] if b in index}
+    clear = clear_mask(method, mask_data)
+    del mask_data
+    stack = np.empty((block.shape[0], len(out_bands), *block.shape[2:]), np.uint16)
+    for i, b in enumerate(out_bands):
+        stack[:, i] = harmonised(b)
+    med, count = median_composite(stack, clear, overwrite=True)
     return np.concatenate([med, count[None]], axis=0)

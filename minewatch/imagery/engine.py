@@ -156,11 +156,29 @@ def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 5
 
     configure_reader(source)
     arr = lazy_composite(plan, source, chunk_px)
-    if tile_threads <= 1:
-        result = arr.compute(scheduler="synchronous")
-    else:
-        result = arr.compute(scheduler="threads", num_workers=tile_threads)
+    result = compute_blockwise(arr, tile_threads)
     return [str(p) for p in write_tile_outputs(out_dir, plan, result)]
+
+
+def compute_blockwise(arr: Any, threads: int = 1) -> Any:
+    """Compute a (bands, y, x) Dask array one spatial block at a time into a numpy array.
+
+    Each ``compute`` only runs the part of the graph one output block needs (Dask culls the rest),
+    so peak memory is one block's stack of observations, whatever order a scheduler would have
+    chosen for the whole graph. ``threads > 1`` reads a block's inputs in parallel.
+    """
+    import numpy as np
+
+    out = np.empty(arr.shape, arr.dtype)
+    kw: dict[str, Any] = {"scheduler": "synchronous"} if threads <= 1 else {"scheduler": "threads", "num_workers": threads}
+    y0 = 0
+    for i, cy in enumerate(arr.chunks[1]):
+        x0 = 0
+        for j, cx in enumerate(arr.chunks[2]):
+            out[:, y0 : y0 + cy, x0 : x0 + cx] = arr.blocks[0, i, j].compute(**kw)
+            x0 += cx
+        y0 += cy
+    return out
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
