@@ -203,12 +203,42 @@ class Browser:
 
     # --- page helpers ---------------------------------------------------------------------------
     def goto(self, url: str, timeout: float = 120) -> float:
-        """Navigate and wait for the load event; return seconds from navigation to load."""
+        """Navigate and wait until the new document has loaded; return seconds from navigation to load.
+
+        The load event alone is not proof: a late one from the previous document (about:blank) can
+        arrive after navigation starts, so the document's URL and readyState are checked too.
+        """
         self._events.clear()
         t0 = time.monotonic()
         self.send("Page.navigate", {"url": url}, session=True)
-        self.wait_event("Page.loadEventFired", timeout=timeout)
-        return time.monotonic() - t0
+        deadline = t0 + timeout
+        while True:
+            self.wait_event("Page.loadEventFired", timeout=max(0.1, deadline - time.monotonic()))
+            state = self.evaluate("[location.href, document.readyState]", timeout=10)
+            if state and state[0] == url and state[1] == "complete":
+                return time.monotonic() - t0
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not load")
+
+    def wait_for(self, expression: str, timeout: float = 60, interval: float = 0.1) -> Any:
+        """Poll a JavaScript expression until it is truthy; return its value (TimeoutError otherwise).
+
+        Short evaluations instead of one long awaited promise: a promise is never settled if its
+        document goes away, and then Chromium never answers.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            v = self.evaluate(expression, timeout=10)
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                errs = "; ".join(e.text[:200] for e in self.errors()[:3])
+                raise TimeoutError(f"waited {timeout:.0f} s for {expression!r}" + (f" (page errors: {errs})" if errs else ""))
+            self.pump(interval)
+
+    def wait_map_ready(self, timeout: float = 120) -> None:
+        """Wait until a minewatch map page has drawn everything once (``body[data-ready]``)."""
+        self.wait_for("!!(document.body && document.body.dataset.ready === '1')", timeout=timeout)
 
     def evaluate(self, expression: str, timeout: float = 60) -> Any:
         """Evaluate JavaScript (promises awaited) and return its JSON value; JS errors raise."""
@@ -256,14 +286,6 @@ class Browser:
         return [m for m in self.messages if m.level == "error" and not (m.kind == "log" and m.source == "network")]
 
 
-WAIT_READY_JS = """new Promise(function (resolve) {
-  (function poll() {
-    if (window.minewatch && window.minewatch.ready) { window.minewatch.ready.then(function () { resolve(true); }); }
-    else { setTimeout(poll, 50); }
-  })();
-})"""
-
-
 def measure_load(page: str | Path, timeout: float = 300, width: int = 1280, height: int = 800) -> dict[str, Any]:
     """Open a map page in headless Chromium (offline) and time it.
 
@@ -275,7 +297,7 @@ def measure_load(page: str | Path, timeout: float = 300, width: int = 1280, heig
     url = Path(page).resolve().as_uri()
     with Browser(width=width, height=height) as b:
         load_s = b.goto(url, timeout=timeout)
-        b.evaluate(WAIT_READY_JS, timeout=timeout)
+        b.wait_map_ready(timeout=timeout)
         ready_ms = b.evaluate("window.minewatch.loadedMs")
         rendered = b.evaluate("window.minewatch.map.queryRenderedFeatures({layers: ['detections-fill', 'detections-pts']}).length")
         return {"load_s": load_s, "ready_s": ready_ms / 1000.0, "rendered": rendered, "errors": [e.text for e in b.errors()]}

@@ -502,11 +502,11 @@ SNAPSHOT_MAP_JS = """(function () {
 def write_pdf(report: str | Path, pdf: str | Path, timeout: float = 300) -> Path:
     """Print the report to PDF with headless Chromium, after the map has drawn."""
     from minewatch.atomic import atomic_path
-    from minewatch.webmap.browser import WAIT_READY_JS, Browser
+    from minewatch.webmap.browser import Browser
 
     with Browser(width=1100, height=900) as b:
         b.goto(Path(report).resolve().as_uri(), timeout=timeout)
-        b.evaluate(WAIT_READY_JS, timeout=timeout)
+        b.wait_map_ready(timeout=timeout)
         b.evaluate(SNAPSHOT_MAP_JS)
         with atomic_path(pdf) as tmp:
             b.print_pdf(tmp)
