@@ -128,7 +128,7 @@ def thumbnail(tile: ImageryTile, geom_wgs84: Any, rendering: Rendering = Renderi
     cx, cy = (minx + maxx) / 2, (miny + maxy) / 2
     with rasterio.open(tile.path) as src:
         inv = ~src.transform
-        col, row = inv * (cx, cy)
+        col, row = inv @ (cx, cy)
         c0, r0 = int(round(col - side_px / 2)), int(round(row - side_px / 2))
         win = Window(c0, r0, side_px, side_px)
         dn = src.read(list(tile.rgb), window=win, boundless=True, fill_value=0)
@@ -141,7 +141,7 @@ def thumbnail(tile: ImageryTile, geom_wgs84: Any, rendering: Rendering = Renderi
     for poly in shapely.get_parts(g):
         for ring in [poly.exterior, *poly.interiors]:
             cs = np.asarray(ring.coords)
-            px = [to_px * (float(x), float(y)) for x, y in cs]
+            px = [to_px @ (float(x), float(y)) for x, y in cs]
             path.append("M" + "L".join(f"{a:.1f},{b:.1f}" for a, b in px) + "Z")
     return buf.getvalue(), side_px, side_px, "".join(path)
 
@@ -249,7 +249,11 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
     except ImportError:  # pragma: no cover - metrics ships with the package
         _w = None
     if _w is not None:
-        return _w(k, n, z)
+        if n <= 0:
+            return _w(k, n, z)
+        lo, hi = _w(k, n, z)
+        # exact ends: rounding can leave 1e-17 above 0 at k = 0 (or below 1 at k = n)
+        return (0.0 if k == 0 else lo), (1.0 if k == n else hi)
     if n <= 0:
         return math.nan, math.nan
     p, z2 = k / n, z * z
