@@ -131,3 +131,35 @@ def test_plan_selects_by_footprint_time_and_cloud() -> None:
     assert plan.load_bands == ("B4", "SCL") and plan.asset_keys == (("B4", "red"), ("SCL", "scl"))
     with pytest.raises(ValueError, match="no asset key"):
         plan_tile(tile, items, start=dt.date(2021, 1, 1), end=dt.date(2022, 12, 31), bands=["B8"], level="L2A", source="t", asset_keys=keys, mask=MASK_SCL)
+
+
+def test_mask_choice_for_each_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    import minewatch.imagery.composite as comp
+    from minewatch.errors import MinewatchError
+    from minewatch.imagery.engine import choose_mask
+
+    l1c = {b: b for b in ("B1", "B2", "B4", "B5", "B8", "B8A", "B9", "B10", "B11", "B12")}
+    assert choose_mask("L2A", {"B4": "red", "SCL": "scl"}) == "scl"
+    assert choose_mask("L1C", {**l1c, "CLOUDMASK": "cloud_mask"}) == "scene-mask"
+    monkeypatch.setattr(comp, "s2cloudless_available", lambda: False)
+    assert choose_mask("L1C", l1c) == "threshold"
+    with pytest.raises(MinewatchError, match="s2cloudless is not installed"):
+        choose_mask("L1C", l1c, "s2cloudless")
+    monkeypatch.setattr(comp, "s2cloudless_available", lambda: True)
+    assert choose_mask("L1C", l1c) == "s2cloudless"
+    assert choose_mask("L1C", {"B2": "B2", "B4": "B4"}) == "threshold"  # s2cloudless needs all 10 bands
+    with pytest.raises(MinewatchError, match="needs asset"):
+        choose_mask("L2A", {"B4": "red"})  # L2A without SCL
+
+
+def test_s2cloudless_masks_cloud_and_keeps_forest() -> None:
+    """Runs only where the optional s2cloudless (LightGBM) is installed."""
+    pytest.importorskip("s2cloudless")
+    from minewatch.imagery.composite import s2cloudless_clear
+
+    forest = np.array([1250, 1000, 700, 1050, 2900, 3100, 900, 15, 1500, 700], np.uint16)  # B1..B12 order of S2CLOUDLESS_BANDS
+    cloud = np.array([5000, 5200, 5300, 5400, 5600, 5600, 3000, 300, 4000, 3000], np.uint16)
+    st = np.broadcast_to(forest[None, :, None, None], (1, 10, 64, 64)).copy()
+    st[0, :, 10:40, 10:40] = cloud[:, None, None]
+    clear = s2cloudless_clear(st)
+    assert not clear[0, 25, 25] and clear[0, 55, 55]
