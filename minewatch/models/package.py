@@ -101,11 +101,19 @@ class ModelPackage:
 
     @cached_property
     def patch_session(self) -> Any:
-        return self._session(self.path / PATCH_GRAPH)
+        return self._check_graph(self._session(self.path / PATCH_GRAPH), self.path / PATCH_GRAPH)
 
     @cached_property
     def fcn_session(self) -> Any:
-        return self._session(self.path / FCN_GRAPH)
+        return self._check_graph(self._session(self.path / FCN_GRAPH), self.path / FCN_GRAPH)
+
+    def _check_graph(self, sess: Any, path: Path) -> Any:
+        """The graph must take the bands its card promises (else ONNX Runtime fails mid-run, obscurely)."""
+        shape = sess.get_inputs()[0].shape
+        nb = len(self.card.spec.bands)
+        if shape and isinstance(shape[-1], int) and shape[-1] != nb:
+            raise MinewatchError(path, f"graph takes {shape[-1]} input bands but card.json lists {nb} {self.card.spec.bands}: the package is inconsistent")
+        return sess
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
