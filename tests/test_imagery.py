@@ -312,3 +312,25 @@ def test_scene_in_another_utm_zone_is_reprojected_onto_the_tile_crs(tmp_path: Pa
         assert src.crs.to_epsg() == T0.epsg and src.transform == T0.transform
         data = src.read()
     assert (data > 0).mean() > 0.99 and 300 < np.median(data[0]) < 3000
+
+
+def test_item_collection_file_with_relative_hrefs_is_a_source(l2a_catalog: Path, l2a_run: Path, tmp_path: Path) -> None:
+    """An ItemCollection (FeatureCollection of items) file works like a catalog; relative asset hrefs
+    resolve against the file's folder."""
+    import os
+
+    from minewatch.imagery.sources import read_local_items
+
+    items = read_local_items(l2a_catalog)
+    for it in items:
+        for a in it["assets"].values():
+            assert os.path.isabs(a["href"])
+            a["href"] = os.path.relpath(a["href"], l2a_catalog.parent)
+    ic = l2a_catalog.parent / "items.json"
+    ic.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    back = read_local_items(ic, "L2A")
+    assert len(back) == len(items) and all(Path(a["href"]).is_file() for it in back for a in it["assets"].values())
+    req = CompositeRequest(start=START, end=END, bands=BANDS, level="L2A", max_scene_cloud=MAX_CLOUD)
+    assert run_composites([T0], req, resolve_source(str(ic), "l2a"), tmp_path, scheduler="synchronous", progress=False).ok
+    with rasterio.open(composite_path(tmp_path, T0.id)) as a, rasterio.open(composite_path(l2a_run, T0.id)) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
