@@ -97,7 +97,7 @@ def test_short_training_on_real_chips_learns(real_chips: ChipSet, tmp_path: Path
     rate = val["n_pos"] / val["n"]
     assert val["ap"] > rate + 0.25, (val["ap"], rate)
     card = json.loads((out / "card.json").read_text())
-    assert card["spec"]["bands"] == ["B4", "B3", "B2"] and card["fcn_stride"] == 4
+    assert card["spec"]["bands"] == ["B4", "B3", "B2"] and card["fcn_stride"] == 24  # head on the step lattice
     assert card["training"]["chips_sha256"] and card["training"]["n_train"] + card["training"]["n_val"] == 1500
     assert {"L1C", "L2A"} <= set(card["validated_levels"]) and card["validated_levels"]["L2A"]["simulated"]
     assert card["metrics"]["per_source"] and card["metrics"]["onnx_vs_torch_max_abs_diff"] < 1e-5

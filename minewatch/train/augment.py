@@ -87,6 +87,9 @@ class Atmosphere:
 
 
 REFERENCE_ATMOSPHERE = Atmosphere()
+HAZY_ATMOSPHERE = Atmosphere(aot550=0.4, angstrom=1.6, sun_zenith=45.0)
+"""A harsher check: AOT550 0.4 with a fine-mode (smoke-like, α 1.6) aerosol, as in the Amazon
+burning season, and a low sun (45°)."""
 
 
 def atmospheric_correction(

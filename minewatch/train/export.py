@@ -70,23 +70,36 @@ class PatchGraph(nn.Module):
 
 
 class FCNGraph(nn.Module):
-    """1×H×W×C rendered raster → 1×1×h×w logit map on the network's output-stride lattice."""
+    """1×H×W×C rendered raster → 1×1×h×w logit map on an ``out_stride`` px lattice.
 
-    def __init__(self, fcn: nn.Module, tta: bool = False) -> None:
+    ``out_stride`` is a multiple of the network's own stride (default: equal); with the 24 px
+    detection step the head runs only on the lattice the detector keeps (see ``forward_strided``).
+    """
+
+    def __init__(self, fcn: nn.Module, tta: bool = False, out_stride: int | None = None) -> None:
         super().__init__()
         self.fcn = fcn
         self.tta = tta
-        self.stride = int(fcn.fcn_stride)
+        native = int(fcn.fcn_stride)
+        self.stride = out_stride or native
+        if self.stride % native:
+            raise ValueError(f"output stride {self.stride} is not a multiple of the network stride {native}")
+        self.head_stride = self.stride // native
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        if self.head_stride == 1:
+            return self.fcn(x)
+        return self.fcn.forward_strided(x, self.head_stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)
         if not self.tta:
-            return self.fcn(x)
+            return self._map(x)
         s, p = self.stride, archs.PATCH_PX
         h = x.shape[2] - (x.shape[2] - p) % s
         w = x.shape[3] - (x.shape[3] - p) % s
         x = x[:, :, :h, :w]
-        maps = _undo_views([self.fcn(v) for v in _dihedral_views(x)])
+        maps = _undo_views([self._map(v) for v in _dihedral_views(x)])
         return torch.stack(maps, 0).mean(0)
 
 
@@ -124,12 +137,12 @@ def export_patch(model: nn.Module, in_bands: int, tta: bool = False) -> bytes:
     return _to_onnx(graph, ex, {"x": {0: "n"}, "logits": {0: "n"}})
 
 
-def export_fcn(model: nn.Module, in_bands: int, tta: bool = False) -> bytes | None:
+def export_fcn(model: nn.Module, in_bands: int, tta: bool = False, out_stride: int | None = None) -> bytes | None:
     """``model_fcn.onnx`` bytes, or None when the architecture has no fully-convolutional form."""
     fcn = archs.fcn_of(model)
     if fcn is None:
         return None
-    graph = FCNGraph(fcn.eval(), tta).eval()
+    graph = FCNGraph(fcn.eval(), tta, out_stride).eval()
     ex = torch.rand(1, 72, 96, in_bands) * 255
     return _to_onnx(graph, ex, {"x": {0: "n", 1: "h", 2: "w"}, "logits": {0: "n", 2: "oh", 3: "ow"}})
 
@@ -140,10 +153,10 @@ def torch_patch_logits(model: nn.Module, x: np.ndarray, tta: bool = False) -> np
 
 
 @torch.no_grad()
-def torch_fcn_logits(model: nn.Module, x: np.ndarray, tta: bool = False) -> np.ndarray:
+def torch_fcn_logits(model: nn.Module, x: np.ndarray, tta: bool = False, out_stride: int | None = None) -> np.ndarray:
     fcn = archs.fcn_of(model)
     assert fcn is not None
-    return FCNGraph(fcn.eval(), tta).eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
+    return FCNGraph(fcn.eval(), tta, out_stride).eval()(torch.from_numpy(np.asarray(x, np.float32))).numpy()
 
 
 def mosaic(patches: np.ndarray, rows: int = 2, cols: int = 3, crop: tuple[int, int] = (5, 7)) -> np.ndarray:
@@ -156,7 +169,9 @@ def mosaic(patches: np.ndarray, rows: int = 2, cols: int = 3, crop: tuple[int, i
     return r[None, crop[0] :, crop[1] :]
 
 
-def verify(model: nn.Module, patch_onnx: bytes, fcn_onnx: bytes | None, sample: np.ndarray, tta: bool = False) -> float:
+def verify(
+    model: nn.Module, patch_onnx: bytes, fcn_onnx: bytes | None, sample: np.ndarray, tta: bool = False, out_stride: int | None = None
+) -> float:
     """Max |ONNX Runtime − PyTorch| logit difference over ``sample`` patches (and, for the FCN graph,
     a raster mosaicked from them); raises if it reaches :data:`MAX_ABS_DIFF`.
 
@@ -167,18 +182,24 @@ def verify(model: nn.Module, patch_onnx: bytes, fcn_onnx: bytes | None, sample: 
     diff = float(np.abs(ort_run(patch_onnx, sample) - torch_patch_logits(model, sample, tta)).max())
     if fcn_onnx is not None:
         raster = mosaic(sample)
-        diff = max(diff, float(np.abs(ort_run(fcn_onnx, raster) - torch_fcn_logits(model, raster, tta)).max()))
+        diff = max(diff, float(np.abs(ort_run(fcn_onnx, raster) - torch_fcn_logits(model, raster, tta, out_stride)).max()))
     if not diff < MAX_ABS_DIFF:
         raise RuntimeError(f"ONNX Runtime differs from PyTorch by {diff:.2e} (limit {MAX_ABS_DIFF:g})")
     return diff
 
 
-def export_package_graphs(model: nn.Module, in_bands: int, sample: np.ndarray, tta: bool = False) -> tuple[bytes, bytes | None, float]:
-    """Both graphs plus the verified max ONNX-vs-PyTorch difference."""
+def export_package_graphs(
+    model: nn.Module, in_bands: int, sample: np.ndarray, tta: bool = False, fcn_out_stride: int | None = None
+) -> tuple[bytes, bytes | None, float]:
+    """Both graphs plus the verified max ONNX-vs-PyTorch difference.
+
+    ``fcn_out_stride``: the FCN graph's output lattice (card ``fcn_stride``); default the network's
+    native stride. Pass the detection step (24) for the fastest graph.
+    """
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     patch = export_patch(model, in_bands, tta)
-    fcn = export_fcn(model, in_bands, tta)
-    return patch, fcn, verify(model, patch, fcn, sample, tta)
+    fcn = export_fcn(model, in_bands, tta, fcn_out_stride)
+    return patch, fcn, verify(model, patch, fcn, sample, tta, fcn_out_stride)
 
 
 def graph_info(onnx_bytes: bytes) -> dict[str, Any]:

@@ -36,9 +36,10 @@ from torch import nn
 from minewatch.atomic import atomic_path, sha256_file, write_json_atomic
 from minewatch.chips import ChipSet, geographic_mask, site_ids, split_by_site
 from minewatch.errors import MinewatchError
+from minewatch.grid import STEP_PX
 from minewatch.models import arch as archs
 from minewatch.train import metrics
-from minewatch.train.augment import AugmentConfig, augment_batch, simulate_l2a
+from minewatch.train.augment import HAZY_ATMOSPHERE, AugmentConfig, augment_batch, simulate_l2a
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
@@ -429,7 +430,9 @@ def train_package(
 
     model = res.model
     fcn = archs.fcn_of(model)
-    patch_onnx, fcn_onnx, max_diff = export_package_graphs(model, chips.pixels.shape[-1], val.pixels[:64], tta=cfg.tta)
+    # The FCN graph's head runs on the 24 px detection lattice only (see arch._StridedHead).
+    fcn_stride = STEP_PX if fcn is not None else None
+    patch_onnx, fcn_onnx, max_diff = export_package_graphs(model, chips.pixels.shape[-1], val.pixels[:64], tta=cfg.tta, fcn_out_stride=fcn_stride)
 
     # Score through ONNX Runtime: the numbers in the card are what users' runs get.
     import tempfile
@@ -437,7 +440,7 @@ def train_package(
     from minewatch.models.package import save_package
 
     arch_desc = cfg.arch + (" + dihedral TTA (8 views, mean logit, inside the graphs)" if cfg.tta else "")
-    card = ModelCard(name=name or out.name, spec=chips.spec, architecture=arch_desc, fcn_stride=fcn.fcn_stride if fcn is not None else None)
+    card = ModelCard(name=name or out.name, spec=chips.spec, architecture=arch_desc, fcn_stride=fcn_stride)
     with tempfile.TemporaryDirectory(dir=out) as tmpd:
         save_package(tmpd, card, patch_onnx, fcn_onnx)
         pkg = load_package(tmpd)
@@ -466,6 +469,11 @@ def train_package(
                 "DN=rgb/255*3000, SR=(TOA-path)/T per band, single-scattering Rayleigh (Hansen & Travis 1974) + "
                 f"Ångström aerosol, fixed atmosphere {asdict(REFERENCE_ATMOSPHERE)}; re-rendered clip(SR*1e4/3000)*255"
             )
+            # A second, harsher fixed atmosphere: hazy (dry-season smoke) and a low sun.
+            p_hazy = pkg.score_patches(simulate_l2a(val.pixels, atmosphere=HAZY_ATMOSPHERE))[:, 0]
+            hazy = summarize(val.labels, p_hazy, threshold)
+            hazy["atmosphere"] = asdict(HAZY_ATMOSPHERE)
+            l2a["hazy_atmosphere"] = hazy
         for hname, idx in split.holdouts.items():
             p_h = pkg.score_patches(chips.pixels[idx])[:, 0]
             card_metrics["holdouts"][hname] = holdout_report(chips.labels[idx], p_h, thresholds)
@@ -485,6 +493,7 @@ def train_package(
             "specificity": l2a["specificity"],
             "simulated": True,
             "how": l2a["how"],
+            "hazy_atmosphere": {k: l2a["hazy_atmosphere"][k] for k in ("ap", "sens_at_spec99", "sensitivity", "specificity", "atmosphere")},
         }
         card_metrics["val_sim_l2a"] = l2a
     n_pos_tr = int(train.labels.sum())
