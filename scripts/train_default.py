@@ -26,7 +26,6 @@ Training is deterministic on CPU (fixed seed, one thread, deterministic kernels)
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -35,12 +34,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from minewatch.atomic import atomic_path, write_json_atomic  # noqa: E402
 from minewatch.chips import load_chips  # noqa: E402
 from minewatch.config import package_data_dir, shared_data_dir  # noqa: E402
-from minewatch.models.package import CARD, FCN_GRAPH, PATCH_GRAPH, load_package  # noqa: E402
+from minewatch.models.package import load_package  # noqa: E402
 from minewatch.train.augment import AugmentConfig  # noqa: E402
-from minewatch.train.loop import TrainConfig, train_package  # noqa: E402
+from minewatch.train.loop import TrainConfig, copy_package, train_package  # noqa: E402
 
 RUNS = REPO / "runs"
 MAIN_DIR = RUNS / "default-main"
@@ -115,11 +113,7 @@ def assemble() -> Path:
     }
     card.training["script"] = "scripts/train_default.py"
     card.training["holdout_run"] = {"config": hold.card.training["config"], "train_seconds": hold.card.training["train_seconds"]}
-    DEST.mkdir(parents=True, exist_ok=True)
-    for name in (PATCH_GRAPH, FCN_GRAPH):
-        with atomic_path(DEST / name) as tmp:
-            shutil.copyfile(MAIN_DIR / name, tmp)
-    write_json_atomic(DEST / CARD, card.to_dict())
+    copy_package(MAIN_DIR, DEST, card)
     pkg = load_package(DEST)
     print(json.dumps({"val": pkg.card.metrics["val"], "L2A": pkg.card.validated_levels.get("L2A")}, indent=1, default=str))
     return DEST

@@ -120,3 +120,28 @@ def test_shipped_default_fcn_equals_per_patch_on_real_chips(real_chips) -> None:
     # and the model separates these real mines from not-mines
     lab = real_chips.labels[idx]
     assert direct.ravel()[lab == 1].mean() > direct.ravel()[lab == 0].mean() + 0.3
+
+
+def test_package_stores_shared_weights_once_and_copies_cleanly(tmp_path: Path) -> None:
+    from minewatch.train.loop import copy_package, write_package
+
+    m = _random_model("mwnet-s2d", 3, seed=5)
+    x = structured(8, 48, 48, 3, 6)
+    patch, fcn, _ = export_package_graphs(m, 3, x, fcn_out_stride=24)
+    card = ModelCard(name="t", spec=BandSpec(), fcn_stride=24)
+    out = write_package(tmp_path / "a", card, patch, fcn)
+    files = {p.name: p.stat().st_size for p in out.iterdir()}
+    (wname,) = [n for n in files if n.startswith("weights-")]
+    assert files["model.onnx"] < 50_000 and files["model_fcn.onnx"] < 50_000
+    assert files[wname] < 1.05 * arch.n_params(m) * 4  # each weight stored once
+    pkg = load_package(out)
+    assert np.abs(pkg.logits(x) - ort_run(patch, x)).max() == 0
+    raster = mosaic(structured(6, 48, 48, 3, 7))[0]
+    assert np.abs(pkg.score_tile(raster, fast=True) - pkg.score_tile(raster, fast=False)).max() < 1e-4
+    # re-writing with other weights replaces the weights file; a copy carries it along
+    m2 = _random_model("mwnet-s2d", 3, seed=9)
+    patch2, fcn2, _ = export_package_graphs(m2, 3, x, fcn_out_stride=24)
+    write_package(out, card, patch2, fcn2)
+    assert len(list(out.glob("weights-*.bin"))) == 1 and not (out / wname).exists()
+    dest = copy_package(out, tmp_path / "b")
+    assert np.abs(load_package(dest).logits(x) - ort_run(patch2, x)).max() == 0

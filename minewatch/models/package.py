@@ -8,6 +8,8 @@ Layout of a package folder::
     model_fcn.onnx   optional fully-convolutional graph: input ``x`` 1×H×W×C of any size, output
                      ``logits`` 1×M×h×w where cell (i, j) is the patch whose top-left pixel is
                      (i*fcn_stride, j*fcn_stride); identical to the patch graph on every patch
+    weights-<hash>.bin optional ONNX external data: the weights both graphs share, stored once
+                     (ONNX Runtime resolves it beside the graph file; copy it with the graphs)
 
 Scores are sigmoid probabilities; the ensemble score is the mean of member probabilities and each
 member's score is kept.

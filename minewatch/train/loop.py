@@ -538,8 +538,63 @@ def train_package(
 
     card.metrics = metrics.json_safe(card.metrics)
     card.validated_levels = metrics.json_safe(card.validated_levels)
-    save_package(out, card, patch_onnx, fcn_onnx)
+    write_package(out, card, patch_onnx, fcn_onnx)
     return out
+
+
+def write_package(out: str | Path, card: Any, patch_onnx: bytes, fcn_onnx: bytes | None) -> Path:
+    """Save a package; with both graphs, their (identical) weights are stored once, in
+    ``weights-<hash>.bin`` beside them.
+
+    Every intermediate state stays loadable: the content-addressed weights file goes first (graphs
+    of an older package keep pointing at their own file), then the graphs, the card last, and only
+    then are stale weights files removed.
+    """
+    import hashlib
+
+    from minewatch.models.package import save_package
+    from minewatch.train.export import share_weights
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keep: set[str] = set()
+    if fcn_onnx is not None:
+        name = f"weights-{hashlib.sha256(patch_onnx + fcn_onnx).hexdigest()[:12]}.bin"
+        (patch_onnx, fcn_onnx), blob = share_weights([patch_onnx, fcn_onnx], location=name)
+        with atomic_path(out / name) as tmp:
+            tmp.write_bytes(blob)
+        keep.add(name)
+    save_package(out, card, patch_onnx, fcn_onnx)
+    for stale in out.glob("weights-*.bin"):
+        if stale.name not in keep:
+            stale.unlink()
+    return out
+
+
+def copy_package(src: str | Path, dest: str | Path, card: Any | None = None) -> Path:
+    """Copy a package folder (graphs, shared weights, card — in the safe order), optionally with a new card."""
+    import shutil
+
+    from minewatch.models.package import CARD, FCN_GRAPH, PATCH_GRAPH
+
+    src, dest = Path(src), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = sorted(p.name for p in src.glob("weights-*.bin"))
+    for name in [*weights, PATCH_GRAPH, FCN_GRAPH]:
+        if (src / name).exists():
+            with atomic_path(dest / name) as tmp:
+                shutil.copyfile(src / name, tmp)
+        elif name == FCN_GRAPH:
+            (dest / name).unlink(missing_ok=True)
+    if card is None:
+        with atomic_path(dest / CARD) as tmp:
+            shutil.copyfile(src / CARD, tmp)
+    else:
+        write_json_atomic(dest / CARD, card.to_dict())
+    for stale in dest.glob("weights-*.bin"):
+        if stale.name not in weights:
+            stale.unlink()
+    return dest
 
 
 def read_history(workdir: str | Path) -> list[dict[str, Any]]:
