@@ -1,0 +1,30 @@
+"""``minewatch impacts``: mined area per zone per period (and share of the zone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="impacts")
+@click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--zones", "zones_path", required=True, type=click.Path(path_type=Path), help="Zone polygons (GeoJSON/GeoParquet).")
+@click.option("--id-field", required=True, help="Zone property holding a unique id.")
+@click.option("--name-field", default=None, help="Zone property holding a display name (default: the id).")
+@click.option("--area-field", default=None,
+              help="Per-polygon mined-area field to apportion by area share (e.g. 'Mined area (ha)').")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="Published per-zone table to compare with (upstream CSV: id, admin_year, intersected_area_ha).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_field: str | None, area_field: str | None,
+            reference: Path | None, out_dir: Path) -> None:
+    """Mined hectares of LAYERS inside each zone, per period: impacts.csv, zones.{csv,geojson,parquet}."""
+    from minewatch.impacts.pipeline import run_impacts
+
+    res = run_impacts(list(layers), zones_path, id_field, name_field, out_dir, area_field=area_field, reference=reference)
+    s = res.summary
+    click.echo(f"{s['zones_with_mining']} of {s['zones']} zones with mining; {s['zone_periods_with_mining']} zone-periods; wrote {out_dir}")
+    if "reference" in s:
+        r = s["reference"]
+        click.echo(f"reference: {r['within']}/{r['pairs']} zone-periods within {r['rel_tol']:.0%} ({r['within_share']:.2%})")

@@ -1,0 +1,26 @@
+"""``minewatch timeline``: new mining per period, cumulative footprint, area table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="timeline")
+@click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--area-field", default="auto", show_default=True,
+              help="Per-polygon mined-area field ('auto': 'Mined area (ha)' or 'area_ha' when present; 'none').")
+@click.option("--min-piece-ha", type=float, default=0.0, show_default=True,
+              help="Drop cut new-mining pieces smaller than this (misregistration slivers).")
+def command(layers: tuple[Path, ...], out_dir: Path, area_field: str, min_piece_ha: float) -> None:
+    """Timeline of mining LAYERS (one or more files, any periods): new, cumulative, areas.csv."""
+    from minewatch.postprocess.pipeline import run_timeline
+
+    field = None if area_field.lower() == "none" else area_field
+    res = run_timeline(list(layers), out_dir, area_field=field, min_piece_ha=min_piece_ha)
+    for r in res.table.itertuples():
+        click.echo(f"{r.period:>7}  new {r.new_footprint_ha:>12,.1f} ha footprint, {r.new_area_ha:>11,.1f} ha estimated"
+                   f"   cumulative {r.cumulative_footprint_ha:>12,.1f} ha")
+    click.echo(f"wrote {out_dir}/new_mining.*, cumulative.*, areas.csv")

@@ -1,0 +1,299 @@
+"""Reading and writing mining layers and tables, each output stating the parameters that made it.
+
+Readers accept minewatch's own files and the published Amazon Mining Watch layers:
+
+* patch scores (``minewatch detect``): GeoParquet, one row per patch (``geometry``, ``score``,
+  ``period``, optional ``tile``/``row``/``col``/``epsg``/``score_<member>``/``valid_frac``);
+* mining layers: GeoParquet or GeoJSON polygons with ``period`` and ``area_ha`` (minewatch) or the
+  published ``Mined area (ha)`` with a ``year`` code (``202400`` = 2024, ``202502`` = 2025 Q2), the
+  period coming from a ``period``/``year`` column or from a ``mining_YYYYQQ`` file name.
+
+Where the parameters go (every output file carries them):
+
+* GeoParquet: the Arrow schema metadata key ``minewatch`` (JSON), beside GeoPandas' ``geo`` key;
+* GeoJSON (always WGS84, RFC 7946): a top-level foreign member ``"minewatch"`` of the
+  FeatureCollection (kept in the file itself; GDAL ignores it, ``json.load`` sees it);
+* CSV: a sidecar ``<name>.csv.meta.json`` (CSV has nowhere else to put it).
+
+:func:`read_metadata` reads any of the three back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from minewatch import __version__
+from minewatch.atomic import atomic_path, write_json_atomic
+from minewatch.errors import MinewatchError
+from minewatch.postprocess.geom import EQUAL_AREA_CRS, area_ha, polygonal
+
+PUBLISHED_AREA_FIELD = "Mined area (ha)"
+"""The per-polygon sub-patch mined-area estimate carried by the published layers."""
+
+META_KEY = "minewatch"
+
+_PERIOD_CODE = re.compile(r"^(\d{4})(\d{2})$")
+_PERIOD_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(?!\d)")
+_PERIOD_TEXT = re.compile(r"^(\d{4})[-_ ]?([Qq][1-4])$")
+
+
+def normalize_period(value: object) -> str:
+    """A period label: ``2024`` (a year) or ``2024Q3`` (a quarter).
+
+    Accepts those forms, integers, and the upstream code ``YYYYQQ`` (``202400`` → ``2024``,
+    ``202502`` → ``2025Q2``). Anything else is kept as stripped text; missing values give ``""``.
+    """
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return ""
+    if isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer()):
+        text = str(int(value))
+    else:
+        text = str(value).strip()
+    m = _PERIOD_CODE.match(text)
+    if m:
+        q = int(m.group(2))
+        return m.group(1) if q == 0 else f"{m.group(1)}Q{q}"
+    m = _PERIOD_TEXT.match(text)
+    if m:
+        return f"{m.group(1)}{m.group(2).upper()}"
+    return text
+
+
+def period_from_filename(path: str | Path) -> str | None:
+    """``mining_202400_simplified.geojson`` → ``"2024"``; ``None`` when the name has no ``YYYYQQ`` code."""
+    m = _PERIOD_IN_NAME.search(Path(path).stem)
+    return normalize_period(m.group(0)) if m else None
+
+
+def period_sort_key(p: str) -> tuple[int, int, str]:
+    """Time order: a year sorts before its quarters (``2024`` < ``2024Q1`` < ``2025``)."""
+    m = re.match(r"^(\d{4})(?:Q([1-4]))?$", p)
+    if not m:
+        return (10**6, 0, p)
+    return (int(m.group(1)), int(m.group(2) or 0), p)
+
+
+def sort_periods(periods: Sequence[str]) -> list[str]:
+    """Unique non-empty periods in time order."""
+    return sorted({p for p in periods if p}, key=period_sort_key)
+
+
+# --------------------------------------------------------------------------------------------- read
+
+
+def read_vector(path: str | Path) -> gpd.GeoDataFrame:
+    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise MinewatchError(path, "file not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            gdf = gpd.read_parquet(path)
+        else:
+            gdf = gpd.read_file(path)
+    except Exception as e:  # noqa: BLE001 - pyogrio/pyarrow raise many types; report one line
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise MinewatchError(path, f"cannot read as a vector layer ({msg})") from None
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
+        raise MinewatchError(path, "no geometry column")
+    if gdf.crs is None:  # RFC 7946 GeoJSON has no CRS member: it is WGS84 by definition
+        gdf = gdf.set_crs(4326)
+    elif not gdf.crs.equals("EPSG:4326"):
+        gdf = gdf.to_crs(4326)
+    return gdf
+
+
+def _periods_for(gdf: pd.DataFrame, path: Path, period: str | None) -> pd.Series:
+    if period is not None:
+        return pd.Series(normalize_period(period), index=gdf.index)
+    for col in ("period", "year"):
+        if col in gdf.columns:
+            periods = gdf[col].map(normalize_period)
+            break
+    else:
+        from_name = period_from_filename(path)
+        if from_name is None:
+            raise MinewatchError(path, "no period: add a 'period' column or a YYYYQQ code to the file name (mining_202400_…)")
+        periods = pd.Series(from_name, index=gdf.index)
+    if (periods == "").any():
+        raise MinewatchError(path, f"{int((periods == '').sum())} features have an empty period")
+    return periods
+
+
+def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
+    """Patch scores as written by ``minewatch detect`` (see the module docstring), validated.
+
+    Returns WGS84 rows with at least ``geometry``, ``score`` (float) and ``period`` (normalised).
+    """
+    path = Path(path)
+    gdf = read_vector(path)
+    if "score" not in gdf.columns:
+        raise MinewatchError(path, f"no 'score' column (columns: {[c for c in gdf.columns if c != 'geometry']})")
+    score = pd.to_numeric(gdf["score"], errors="coerce")
+    if score.isna().any():
+        raise MinewatchError(path, f"{int(score.isna().sum())} patches have a missing or non-numeric score")
+    if ((score < 0) | (score > 1)).any():
+        raise MinewatchError(path, "scores must be probabilities in [0, 1]")
+    geom_ok = gdf.geometry.notna() & ~gdf.geometry.is_empty
+    if not geom_ok.all():
+        raise MinewatchError(path, f"{int((~geom_ok).sum())} patches have no geometry")
+    kinds = set(gdf.geom_type.unique())
+    if kinds - {"Polygon", "MultiPolygon"}:
+        raise MinewatchError(path, f"patch footprints must be polygons, found {sorted(kinds)}")
+    out = gdf.copy()
+    out["score"] = score.astype(float)
+    if len(gdf) == 0 and period is None and "period" not in gdf.columns:
+        out["period"] = pd.Series([], dtype=object)
+    else:
+        out["period"] = _periods_for(gdf, path, period).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def read_layer(path: str | Path, area_field: str | None = "auto", period: str | None = None) -> gpd.GeoDataFrame:
+    """One mining layer (WGS84) with ``period``, ``footprint_ha`` and ``stated_ha``.
+
+    * ``footprint_ha``: the polygon's own area, equal-area (:data:`EQUAL_AREA_CRS`);
+    * ``stated_ha``: the layer's per-polygon mined-area estimate, from ``area_field``; with ``"auto"``
+      the published ``Mined area (ha)`` when present, else minewatch's ``area_ha``, else NaN
+      (``None``: always NaN). A named field that is missing is an error naming the file.
+
+    Score columns (``score_max``, ``score_mean``, ``n_patches``) are kept when present; ``source``
+    is the file name and ``fid`` the row in the file. Invalid geometries are repaired
+    (polygonal parts kept); empty ones are dropped.
+    """
+    path = Path(path)
+    gdf = read_vector(path)
+    fid = np.arange(len(gdf))
+    keep = (gdf.geometry.notna() & ~gdf.geometry.is_empty).to_numpy()
+    gdf, fid = gdf[keep], fid[keep]
+    kinds = set(gdf.geom_type.unique())
+    if kinds - {"Polygon", "MultiPolygon"}:
+        raise MinewatchError(path, f"a mining layer must hold polygons, found {sorted(kinds)}")
+    if area_field == "auto":
+        area_field = next((c for c in (PUBLISHED_AREA_FIELD, "area_ha") if c in gdf.columns), None)
+    elif area_field is not None and area_field not in gdf.columns:
+        cols = [c for c in gdf.columns if c != "geometry"]
+        raise MinewatchError(path, f"--area-field {area_field!r} not among the columns {cols}")
+    if area_field is not None:
+        stated = pd.to_numeric(gdf[area_field], errors="coerce").to_numpy(dtype=float)
+        if np.isnan(stated).any():
+            raise MinewatchError(path, f"{int(np.isnan(stated).sum())} features have no numeric {area_field!r}")
+    else:
+        stated = np.full(len(gdf), np.nan)
+    periods = _periods_for(gdf, path, period)
+    geoms = polygonal(gdf.geometry.to_numpy())
+    data: dict[str, Any] = {"period": periods.to_numpy(), "stated_ha": stated}
+    for c in ("n_patches", "score_max", "score_mean"):
+        if c in gdf.columns:
+            data[c] = gdf[c].to_numpy()
+    data["source"] = path.name
+    data["fid"] = fid
+    out = gpd.GeoDataFrame(data, geometry=geoms, crs=4326)
+    out["footprint_ha"] = area_ha(out.geometry)
+    out.attrs["area_field"] = area_field
+    return out.reset_index(drop=True)
+
+
+def read_layers(paths: Sequence[str | Path], area_field: str | None = "auto") -> gpd.GeoDataFrame:
+    """Several layers (e.g. one per period) concatenated, rows in time order of their periods."""
+    if not paths:
+        raise MinewatchError("LAYER", "give at least one mining layer")
+    parts = [read_layer(p, area_field=area_field) for p in paths]
+    fields = {p.attrs.get("area_field") for p in parts}
+    gdf = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326)
+    order = {p: i for i, p in enumerate(sort_periods(gdf["period"].tolist()))}
+    gdf = gdf.iloc[np.argsort(gdf["period"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+    gdf.attrs["area_field"] = fields.pop() if len(fields) == 1 else None
+    return gdf
+
+
+# -------------------------------------------------------------------------------------------- write
+
+
+def make_metadata(command: str, params: Mapping[str, Any], inputs: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """The parameter record every output carries: what made it, from what, with which settings."""
+    return {
+        "producer": f"minewatch {__version__}",
+        "command": command,
+        "parameters": dict(params),
+        "inputs": [str(p) for p in inputs],
+        "crs": "EPSG:4326",
+        "area_crs": EQUAL_AREA_CRS,
+    }
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_geoparquet(gdf: gpd.GeoDataFrame, target: str | Path, meta: Mapping[str, Any]) -> Path:
+    """GeoParquet (WGS84) with ``meta`` as JSON under the schema metadata key ``minewatch``."""
+    gdf = gdf.to_crs(4326) if gdf.crs is not None and not gdf.crs.equals("EPSG:4326") else gdf
+    with atomic_path(target) as tmp:
+        gdf.to_parquet(tmp, index=False)
+        table = pq.read_table(tmp)
+        md = dict(table.schema.metadata or {})
+        md[META_KEY.encode()] = json.dumps(meta, default=_json_default).encode()
+        pq.write_table(table.replace_schema_metadata(md), tmp)
+    return Path(target)
+
+
+def write_geojson(gdf: gpd.GeoDataFrame, target: str | Path, meta: Mapping[str, Any]) -> Path:
+    """RFC 7946 GeoJSON (WGS84) with ``meta`` as the FeatureCollection's ``minewatch`` member."""
+    gdf = gdf.to_crs(4326) if gdf.crs is not None and not gdf.crs.equals("EPSG:4326") else gdf
+    fc = json.loads(gdf.to_json(na="null", drop_id=True, to_wgs84=False))
+    fc = {"type": "FeatureCollection", META_KEY: dict(meta), "features": fc["features"]}
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(fc, default=_json_default, separators=(",", ":")), encoding="utf-8")
+    return Path(target)
+
+
+def write_csv(df: pd.DataFrame, target: str | Path, meta: Mapping[str, Any]) -> Path:
+    """CSV plus its parameter sidecar ``<name>.csv.meta.json``."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, index=False)
+    write_json_atomic(target.with_name(target.name + ".meta.json"), dict(meta))
+    return target
+
+
+def write_layer(gdf: gpd.GeoDataFrame, out_dir: str | Path, stem: str, meta: Mapping[str, Any]) -> list[Path]:
+    """A layer as ``<stem>.parquet`` and ``<stem>.geojson`` in ``out_dir`` (both WGS84, both with meta)."""
+    out_dir = Path(out_dir)
+    return [write_geoparquet(gdf, out_dir / f"{stem}.parquet", meta), write_geojson(gdf, out_dir / f"{stem}.geojson", meta)]
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``minewatch`` parameter record of an output (GeoParquet, GeoJSON or CSV sidecar)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".geoparquet"):
+        md = pq.read_schema(path).metadata or {}
+        raw = md.get(META_KEY.encode())
+        if raw is None:
+            raise MinewatchError(path, "no minewatch metadata in the Parquet schema")
+        return json.loads(raw)
+    if suffix in (".geojson", ".json"):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if META_KEY not in doc:
+            raise MinewatchError(path, "no 'minewatch' member in the GeoJSON")
+        return doc[META_KEY]
+    side = path.with_name(path.name + ".meta.json")
+    if not side.exists():
+        raise MinewatchError(path, f"no metadata sidecar {side.name}")
+    return json.loads(side.read_text(encoding="utf-8"))
