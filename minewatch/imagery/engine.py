@@ -153,10 +153,13 @@ def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 5
     ``tile_threads=1``), never by the cluster: one tile = one task = bounded memory.
     """
     from minewatch.imagery.load import configure_reader, lazy_composite
+    from minewatch.retry import RetryPolicy, retry_call
 
     configure_reader(source)
-    arr = lazy_composite(plan, source, chunk_px)
-    result = compute_blockwise(arr, tile_threads)
+    # GDAL retries HTTP errors per request, but not a connection dropped while a file header is
+    # read ("not recognized as a supported format"); a whole-tile retry, GDAL's cache cleared,
+    # covers that. Only transient errors are retried (minewatch.retry.is_transient).
+    result = retry_call(lambda: compute_blockwise(lazy_composite(plan, source, chunk_px), tile_threads), plan.id, RetryPolicy(attempts=3, base_s=2.0))
     return [str(p) for p in write_tile_outputs(out_dir, plan, result)]
 
 
