@@ -378,6 +378,8 @@ def _plan_all(tiles: Sequence[Tile], request: CompositeRequest, source: Source, 
         )  # fmt: skip
         if plan.items:
             plans.append(plan)
+    if not plans:  # wrong dates, level or catalog: say so once instead of failing every tile
+        raise MinewatchError("--start/--end", f"no Sentinel-2 {request.level} scenes in {source.name} for {request.start}..{request.end} with scene cloud ≤ {request.max_scene_cloud:g}% over any tile still to do")
     return plans
 
 
