@@ -90,7 +90,11 @@ def patches_from_layer(
         ii, jj = key[:, 0], key[:, 1]
         boxes = shapely.box(ii * step, jj * step - size, ii * step + size, jj * step)
         bi, pj = shapely.STRtree(local).query(boxes, predicate="intersects")
-        covered = pd.Series(shapely.area(shapely.intersection(boxes[bi], local[pj]))).groupby(bi).sum()
+        shapely.prepare(local)
+        inner = shapely.contains_properly(local[pj], boxes[bi])  # interior patches need no overlay
+        area = np.full(len(bi), size**2)
+        area[~inner] = shapely.area(shapely.intersection(boxes[bi[~inner]], local[pj[~inner]]))
+        covered = pd.Series(area).groupby(bi).sum()
         idx = covered.index.to_numpy()
         frac = np.clip(covered.to_numpy() / size**2, 0, 1)
         score = np.clip(0.3 + 0.7 * frac + rng.normal(0, noise, len(frac)), 0, 1)
