@@ -18,6 +18,7 @@ member's score is kept.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from minewatch.atomic import atomic_path, write_json_atomic
+from minewatch.atomic import atomic_path, sha256_file, write_json_atomic
 from minewatch.bands import BandSpec
 from minewatch.config import package_data_dir
 from minewatch.errors import MinewatchError
@@ -57,6 +58,9 @@ class ModelCard:
     """Provenance: training-data digest, chip count, seeds, epochs, augmentations, source of weights."""
     created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     notes: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)
+    """Graph file name → SHA-256, written by :func:`save_package`: a truncated or swapped graph can
+    still parse as ONNX and score nonsense, so :func:`load_package` compares before loading."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -202,6 +206,10 @@ def load_package(name_or_path: str | Path) -> ModelPackage:
         raise MinewatchError(card_path, f"invalid model card ({e})") from None
     if not (path / PATCH_GRAPH).exists():
         raise MinewatchError(path, f"not a model package: {PATCH_GRAPH} missing")
+    for name, digest in card.checksums.items():
+        f = path / name
+        if f.exists() and sha256_file(f) != digest:
+            raise MinewatchError(f, "checksum differs from card.json: the file is truncated, corrupted or replaced (copy or export the package again)")
     return ModelPackage(path, card)
 
 
@@ -209,12 +217,16 @@ def save_package(folder: str | Path, card: ModelCard, patch_onnx: bytes, fcn_onn
     """Write a package atomically file by file; the card goes last so a partial package never loads."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    card.checksums = {}
     for name, blob in ((PATCH_GRAPH, patch_onnx), (FCN_GRAPH, fcn_onnx)):
         if blob is None:
             (folder / name).unlink(missing_ok=True)
             continue
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(blob)
+        card.checksums[name] = hashlib.sha256(blob).hexdigest()
+    for ext in sorted(folder.glob("*.bin")) + sorted(folder.glob("*.data")):  # ONNX external weights
+        card.checksums[ext.name] = sha256_file(ext)
     if fcn_onnx is None:
         card.fcn_stride = None
     write_json_atomic(folder / CARD, card.to_dict())
