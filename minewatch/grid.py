@@ -183,7 +183,11 @@ def wrap_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     whole = shapely.union_all([shapely.make_valid(p) for p in fixed])
     parts = []
     for k in range(math.floor((minx + 180.0) / 360.0), math.floor((maxx + 180.0) / 360.0) + 1):
-        piece = whole.intersection(box(-180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0))
+        # clip_by_rect, not intersection: GEOS overlay mis-clips near-degenerate input (seen with
+        # subnormal coordinates in the property tests); the rectangle clipper does not.
+        piece = shapely.clip_by_rect(whole, -180.0 + 360.0 * k, -90.0, 180.0 + 360.0 * k, 90.0)
+        if not piece.is_valid:
+            piece = shapely.make_valid(piece)
         if not piece.is_empty:
             parts.append(shapely.affinity.translate(piece, -360.0 * k, 0.0))
     polys_out = [g for p in parts for g in getattr(p, "geoms", [p]) if g.geom_type == "Polygon" and g.area > 0]

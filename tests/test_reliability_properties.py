@@ -181,3 +181,78 @@ def test_antimeridian_forms_agree(lon0, w, lat, h):
 @given(roi=polygons())
 def test_wrap_is_identity_away_from_the_antimeridian(roi):
     assert wrap_antimeridian(roi) is roi
+
+
+# --------------------------------------------------------------------------------------------------
+# Dissolve: area conserved against a plain union, idempotent, components disjoint
+# --------------------------------------------------------------------------------------------------
+
+
+def _patches(cells_by_tile):
+    import pandas as pd
+
+    from minewatch.postprocess.synthetic import patches_on_tile
+
+    parts = [patches_on_tile(t, cells) for t, cells in cells_by_tile if cells]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+lattice_cells = st.lists(
+    st.tuples(st.integers(0, 8), st.integers(0, 8), st.floats(0.5, 1.0)), min_size=1, max_size=30, unique_by=lambda c: c[:2]
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(a=lattice_cells, b=lattice_cells, c=lattice_cells, across_zone=st.booleans())
+def test_dissolve_conserves_area_is_idempotent_and_splits_into_disjoint_mines(a, b, c, across_zone):
+    """Patches of two abutting tiles (lattice fast path), plus a third tile either below them or in
+    the next UTM zone (general path + seam pass). Rows/cols in units of the 24 px step."""
+    import geopandas as gpd
+
+    from minewatch.postprocess.dissolve import dissolve_patch_geometries, dissolve_patches
+    from minewatch.postprocess.geom import area_ha
+
+    # Near 0.6°S zone 21 ends (lon -54) at x ≈ 834 km; zone 22 starts at x ≈ 166 km: t3 in zone 22
+    # overlaps t2 on the ground, as tiles of neighbouring zones do along a seam.
+    t1 = Tile(21, 346, -28, 240)
+    t2 = Tile(21, 347, -28, 240)
+    t3 = Tile(22, 69, -28, 240) if across_zone else Tile(21, 346, -29, 240)
+    # Rows/cols up to 8 steps (192 px) keep patches inside the 240 px tiles plus the 24 px halo.
+    scale = lambda cells: [(r * STEP_PX, col * STEP_PX, s) for r, col, s in cells]  # noqa: E731
+    patches = _patches([(t1, scale(a)), (t2, scale(b)), (t3, scale(c))])
+    mines = dissolve_patches(patches)
+    geoms = mines.geometry.to_numpy()
+    union = shapely.union_all(patches.geometry.to_numpy())
+    # Area: the dissolved polygons cover exactly the union of the patches, overlaps counted once.
+    assert math.isclose(mines["area_ha"].sum(), area_ha(np.array([union]))[0], rel_tol=1e-6)
+    # (corner-only reprojection of cells vs. patches leaves sub-m² slivers: tolerance 1e-6 relative)
+    assert shapely.symmetric_difference(shapely.union_all(geoms), union).area < 1e-6 * union.area
+    assert mines["n_patches"].sum() == len(patches)
+    # Separate mines never touch (touching patches belong to one mine).
+    for i in range(len(geoms)):
+        for j in range(i + 1, len(geoms)):
+            assert not shapely.intersects(geoms[i], geoms[j])
+    # Every patch lies in exactly one mine.
+    pts = shapely.point_on_surface(patches.geometry.to_numpy())
+    inside = np.array([[shapely.contains(g, p) for g in geoms] for p in pts])
+    assert (inside.sum(axis=1) == 1).all()
+    # Idempotent: dissolving the mines again changes nothing.
+    again, labels = dissolve_patch_geometries(geoms)
+    assert len(again) == len(geoms) and sorted(labels) == list(range(len(geoms)))
+    assert shapely.symmetric_difference(shapely.union_all(again), shapely.union_all(geoms)).area < 1e-6 * union.area
+    assert isinstance(mines, gpd.GeoDataFrame) and mines.crs.to_epsg() == 4326
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(polygons(lon=st.floats(-55.02, -54.98), lat=st.floats(-5.02, -4.98)), min_size=1, max_size=8))
+def test_general_dissolve_of_arbitrary_polygons(polys):
+    from minewatch.postprocess.dissolve import dissolve_geometries
+
+    geoms = np.array(polys, dtype=object)
+    merged, labels = dissolve_geometries(geoms)
+    union = shapely.union_all(geoms)
+    assert math.isclose(float(shapely.area(merged).sum()), union.area, rel_tol=1e-9)
+    assert len(labels) == len(geoms) and set(labels) == set(range(len(merged)))
+    again, _ = dissolve_geometries(merged)
+    assert len(again) == len(merged)
+    assert shapely.symmetric_difference(shapely.union_all(again), union).area < 1e-12
