@@ -268,3 +268,39 @@ def test_error_line_through_a_real_process(kit, tmp_path):
 
 def _have(mod: str) -> bool:
     return importlib.util.find_spec(mod) is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# postprocess / impacts: patch scores and zones
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory) -> Path:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    d = tmp_path_factory.mktemp("vec")
+    gpd.GeoDataFrame({"period": ["2024"], "area_ha": [1.0], "n_patches": [1], "score_max": [0.9], "score_mean": [0.9]}, geometry=[box(-55, -5, -54.99, -4.99)], crs=4326).to_file(d / "layer.geojson")
+    gpd.GeoDataFrame({"name": ["A"]}, geometry=[box(-55.1, -5.1, -54.9, -4.9)], crs=4326).to_file(d / "zones.geojson")
+    gpd.GeoDataFrame({"tile": ["x"], "row": [0]}, geometry=[box(-55, -5, -54.99, -4.99)], crs=4326).to_parquet(d / "noscore.parquet")
+    (d / "trunc.geojson").write_text('{"type": "FeatureCollection", "features": [')
+    return d
+
+
+def test_impacts_zones_without_the_id_field(vectors, tmp_path):
+    out = tmp_path / "out"
+    r = _run("impacts", str(vectors / "layer.geojson"), "--zones", str(vectors / "zones.geojson"), "--id-field", "TI_ID", "--out", str(out))
+    assert r.exit_code == 2
+    assert _err_line(r) == f"minewatch: error: {vectors / 'zones.geojson'}: --id-field 'TI_ID' is not a property of the zones (properties: ['name'])"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("name", "expected"), [("noscore.parquet", "no 'score' column"), ("trunc.geojson", "cannot read as a vector layer")])
+def test_postprocess_refuses_unusable_patch_scores(vectors, tmp_path, name, expected):
+    out = tmp_path / "out"
+    r = _run("postprocess", str(vectors / name), "--out", str(out))
+    assert r.exit_code == 2
+    line = _err_line(r)
+    assert line.startswith(f"minewatch: error: {vectors / name}: ") and expected in line
+    assert not out.exists()
