@@ -171,3 +171,40 @@ def test_a_server_that_stops_answering_cannot_hang_the_run(site, server, clean, 
     assert time.monotonic() - t0 < 90
     assert code == 1 and "1 tiles done, 1 failed" in output and B.id in output
     assert composite_path(out, A.id).read_bytes() == composite_path(clean, A.id).read_bytes()
+
+
+def test_two_runs_on_one_folder_second_is_refused_first_unharmed(site, server, clean, tmp_path):
+    """Two real ``minewatch composite`` processes on one output folder: the second fails at once
+    with the lock message; the first, slowed by a stalling server, finishes a verifiable run."""
+    import subprocess
+    import sys
+
+    server.set_faults({"_A_L2A/": ["timeout"], "_B_L2A/": ["timeout"]})  # 2 s stalls keep run 1 busy
+    out = tmp_path / "shared"
+    args = [
+        "composite", "--roi", str(site / "roi.geojson"), "--start", START.isoformat(), "--end", END.isoformat(),
+        "--out", str(out), "--source", server.url, "--collection", COLLECTION, "--bands", "B4,B3,B2",
+        "--tile-px", str(TILE_PX), "--scheduler", "synchronous", "--quiet",
+    ]  # fmt: skip
+    first = subprocess.Popen([sys.executable, "-m", "minewatch.cli.main", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "manifest.json").exists():
+            assert first.poll() is None and time.monotonic() < deadline, "first run ended before taking the lock"
+            time.sleep(0.1)
+        second = subprocess.run([sys.executable, "-m", "minewatch.cli.main", *args], capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first run should still be working"
+        assert second.returncode == 2 and second.stdout == ""
+        errors = [ln for ln in second.stderr.splitlines() if ln.startswith("minewatch: error:")]
+        assert len(errors) == 1 and second.stderr.strip().endswith(errors[0])
+        line = errors[0]
+        assert line.startswith(f"minewatch: error: {out}: output folder is in use by another minewatch run")
+        assert f"pid {first.pid}" in line
+        stdout, stderr = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    assert verify_run(out) == []
+    assert _tile_bytes(out) == _tile_bytes(clean)
