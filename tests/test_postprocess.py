@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+import shapely.affinity
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from minewatch.cli.main import cli
 from minewatch.errors import MinewatchError
 from minewatch.grid import Tile
 from minewatch.postprocess.dissolve import (
+    _lattice_dissolve,
     changed_relations,
     dissolve_geometries,
     dissolve_patches,
@@ -220,6 +222,24 @@ def test_lattice_fast_path_equals_general_union(cells: set[tuple[int, int]]) -> 
     assert sorted(fast["n_patches"]) == sorted(np.bincount(labels).tolist())
     sym = shapely.symmetric_difference(shapely.union_all(fast.geometry.values), shapely.union_all(merged))
     assert area_ha(np.array([sym]))[0] < 1e-4 * len(cells)
+
+
+def test_densified_and_off_lattice_footprints() -> None:
+    """Densified patch edges still take the fast path; rotated footprints fall back, same answer."""
+    cells = [(0, 0, 0.9), (0, 24, 0.8), (0, 96, 0.7)]
+    p = patches_on_tile(TILE, cells)
+    fwd, back = transformer("EPSG:4326", TILE.epsg), transformer(TILE.epsg, "EPSG:4326")
+    local = shapely.transform(p.geometry.to_numpy(), lambda xy: np.column_stack(fwd.transform(xy[:, 0], xy[:, 1])))
+    dense = shapely.transform(shapely.segmentize(local, 60.0), lambda xy: np.column_stack(back.transform(xy[:, 0], xy[:, 1])))
+    assert (shapely.get_num_coordinates(dense) > 5).all()
+    turned = np.array([shapely.affinity.rotate(g, 10, origin=local[0].centroid) for g in local])
+    rotated = shapely.transform(turned, lambda xy: np.column_stack(back.transform(xy[:, 0], xy[:, 1])))
+    assert _lattice_dissolve(dense, TILE.epsg) is not None and _lattice_dissolve(rotated, TILE.epsg) is None
+    base = dissolve_patches(p)
+    for geoms in (dense, rotated):
+        d = dissolve_patches(p.set_geometry(gpd.GeoSeries(geoms, crs=4326)))
+        assert sorted(d["n_patches"]) == sorted(base["n_patches"]) == [1, 2]
+        assert d["area_ha"].sum() == pytest.approx(base["area_ha"].sum(), rel=1e-6)
 
 
 def test_empty_input_gives_empty_layer() -> None:

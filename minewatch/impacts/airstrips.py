@@ -54,7 +54,7 @@ def read_airstrips(path: str | Path) -> gpd.GeoDataFrame:
 def nearest_mining(points: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(geodesic metres, index of the nearest polygon) for WGS84 points and polygons.
 
-    With no polygons every distance is ``inf`` and every index ``-1``.
+    With no polygons (or none within 40° of longitude) the distance is ``inf`` and the index ``-1``.
     """
     n = len(points)
     dist = np.full(n, np.inf)
@@ -64,15 +64,22 @@ def nearest_mining(points: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray
     if n == 0 or len(polygons_ok) == 0:
         return dist, idx
     polys = polygons[polygons_ok]
+    pb = shapely.bounds(polys)
     epsg = utm_epsg_for(shapely.get_x(points), shapely.get_y(points))
     for code in np.unique(epsg):
         sel = np.flatnonzero(epsg == code)
         fwd, back = transformer("EPSG:4326", int(code)), transformer(int(code), "EPSG:4326")
+        cm = -183.0 + 6.0 * (int(code) % 100)
+        # transverse Mercator is only usable within a few tens of degrees of its meridian: polygons
+        # farther than 40° of longitude (> ~4,000 km) are never the nearest within any useful radius
+        near = np.flatnonzero((pb[:, 2] > cm - 40.0) & (pb[:, 0] < cm + 40.0))
+        if len(near) == 0:
+            continue
 
         def to_utm(g: np.ndarray, fwd=fwd) -> np.ndarray:
             return shapely.transform(g, lambda c: np.column_stack(fwd.transform(c[:, 0], c[:, 1])))
 
-        pts, pol = to_utm(points[sel]), to_utm(polys)
+        pts, pol = to_utm(points[sel]), to_utm(polys[near])
         (qi, pj) = shapely.STRtree(pol).query_nearest(pts, all_matches=False)
         line = shapely.shortest_line(pts[qi], pol[pj])
         ends = shapely.get_coordinates(line).reshape(-1, 2, 2)
@@ -81,7 +88,7 @@ def nearest_mining(points: np.ndarray, polygons: np.ndarray) -> tuple[np.ndarray
         _, _, d = _GEOD.inv(lon[:, 0], lat[:, 0], lon[:, 1], lat[:, 1])
         inside = shapely.intersects(pts[qi], pol[pj])
         dist[sel[qi]] = np.where(inside, 0.0, np.asarray(d))
-        idx[sel[qi]] = polygons_ok[pj]
+        idx[sel[qi]] = polygons_ok[near[pj]]
     return dist, idx
 
 
