@@ -51,19 +51,6 @@ def layer_2018(shared_data: Path) -> gpd.GeoDataFrame:
     return read_layer(shared_data / "upstream" / "detections" / "mining_201800_simplified.geojson")
 
 
-def tile_at(lon: float, lat: float) -> tuple[Tile, int, int]:
-    """The tile containing (lon, lat) in that longitude's UTM zone, and the 24 px lattice cell there."""
-    zone = int((lon + 180) // 6) + 1
-    epsg = (32700 if lat < 0 else 32600) + zone
-    e, n = transformer("EPSG:4326", epsg).transform(lon, lat)
-    n_eq = n - (1e7 if lat < 0 else 0)
-    t = Tile(zone, int(e // 10080), int(n_eq // 10080))
-    left, _, _, top = t.bounds
-    col = int((e - left) // 240) * 24
-    row = int((top - n) // 240) * 24
-    return t, row, col
-
-
 # ----------------------------------------------------------------------------- dual threshold
 
 
@@ -121,18 +108,26 @@ def test_geocentric_distance_matches_geodesic() -> None:
     assert np.linalg.norm(xyz[0] - xyz[1]) == pytest.approx(3000.0, rel=1e-7)
 
 
+def patch_at(lon: float, lat: float, score: float) -> gpd.GeoDataFrame:
+    """One 480 m patch centred on (lon, lat), square in that longitude's own UTM zone."""
+    zone = int((lon + 180) // 6) + 1
+    epsg = (32700 if lat < 0 else 32600) + zone
+    e, n = transformer("EPSG:4326", epsg).transform(lon, lat)
+    sq = shapely.box(e - 240, n - 240, e + 240, n + 240)
+    g = shapely.transform(sq, lambda xy: np.column_stack(transformer(epsg, "EPSG:4326").transform(xy[:, 0], xy[:, 1])))
+    return gpd.GeoDataFrame({"epsg": [epsg], "score": [score], "period": ["2024"]}, geometry=[g], crs=4326)
+
+
 def test_clusters_across_a_utm_zone_seam_are_not_isolated() -> None:
-    # six patches straddling the zone 21/22 boundary at lon -54: three on each side, ~0.5-1.5 km apart
-    parts = []
-    for lon in (-54.012, -54.007, -54.0025, 53.9975 * -1 + 0, -53.993, -53.988):
-        t, r, c = tile_at(lon, -6.0)
-        parts.append(patches_on_tile(t, [(r, c, 0.5)]))
-    p = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326)
+    # six overlapping patches (≈ 400 m apart) straddling the zone 21/22 boundary at lon -54
+    lons = (-54.0105, -54.007, -54.0035, -53.9965, -53.993, -53.9895)
+    p = gpd.GeoDataFrame(pd.concat([patch_at(lon, -6.0, 0.5) for lon in lons[:3]] + [patch_at(-53.99999, -6.0, 0.5)]
+                                   + [patch_at(lon, -6.0, 0.5) for lon in lons[3:]], ignore_index=True), crs=4326)
     assert p["epsg"].nunique() == 2
     keep, iso = classify(p, SINGLE)
     assert keep.all() and not iso.any()
-    d = dissolve_patches(p)  # neighbouring patches across the seam overlap → one polygon
-    assert len(d) <= 2 and d["n_patches"].sum() == 6
+    d = dissolve_patches(p)  # per-zone dissolves, then the cross-zone pass joins them
+    assert len(d) == 1 and d.loc[0, "n_patches"] == 7
 
 
 def test_mean06_is_a_plain_threshold() -> None:
