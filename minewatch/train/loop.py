@@ -513,7 +513,7 @@ def train_package(
         "best_epoch": res.best_epoch,
         "stopped_early": res.stopped_early,
         "train_seconds": round(res.train_seconds, 1),
-        "wall_seconds_this_call": round(time.time() - t0, 1),
+        "seconds_this_call": round(time.time() - t0, 1),  # a resumed/re-exported run: only this call
         "augmentations": cfg.augment.describe(),
         "config": cfg.to_dict(),
         "params": archs.n_params(model),
