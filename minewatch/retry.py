@@ -79,7 +79,11 @@ class RetriesExhausted(MinewatchError):
     def __init__(self, where: str, attempts: int, last: BaseException) -> None:
         self.attempts = attempts
         self.last = last
-        super().__init__(where, f"gave up after {attempts} attempts: {describe_error(last)}")
+        why = describe_error(last)
+        root = _transient_cause(last)
+        if root is not None and root is not last and not is_transient_text(str(last)):
+            why += f" (caused by {describe_error(root)})"
+        super().__init__(where, f"gave up after {attempts} attempts: {why}")
 
 
 def describe_error(e: BaseException) -> str:
@@ -88,6 +92,19 @@ def describe_error(e: BaseException) -> str:
         return f"HTTP {e.code} {e.reason}"
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+
+
+def _transient_cause(e: BaseException) -> BaseException | None:
+    """The innermost exception in ``e``'s chain whose own text says network trouble (for messages:
+    "Chunk and warp failed" means little; the curl error under it says what happened)."""
+    found, seen = None, set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if is_transient_text(str(cur)) or http_status(cur) is not None:
+            found = cur
+        cur = cur.__cause__ or cur.__context__
+    return found
 
 
 def http_status(e: BaseException) -> int | None:

@@ -476,7 +476,7 @@ class RunContext:
     def tile_failed(self, tile_id: str, error: BaseException | str) -> None:
         """Mark a tile failed with a one-line reason; the run goes on and a rerun retries it."""
         if isinstance(error, MinewatchError):
-            msg = error.oneline()
+            msg = error.problem if error.where == str(tile_id) else error.oneline()
         elif isinstance(error, BaseException):
             text = str(error).strip().splitlines()
             msg = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
