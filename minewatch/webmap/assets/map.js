@@ -291,7 +291,14 @@
       document.body.dataset.ready = "1";
       resolve(true);
     }
-    var poll = setInterval(function () { if (styleReady && map.loaded() && !map.isMoving()) finish(); }, 250);
+    // Seen in headless Chromium with large inline GeoJSON: the style and every tile finish loading
+    // but no frame is scheduled afterwards, so "load" never fires and nothing is drawn until the
+    // user touches the map. Requesting a repaint once everything is loaded unblocks it.
+    var poll = setInterval(function () {
+      if (!map.loaded()) return;
+      if (!styleReady) map.triggerRepaint();
+      else if (!map.isMoving()) finish();
+    }, 100);
     map.once("load", function () {
       styleReady = true;
       applyFilters();
