@@ -118,10 +118,11 @@ def classify(patches: gpd.GeoDataFrame, params: ThresholdParams) -> tuple[np.nda
     if params.t_iso is None or not main.any():
         return main, isolated
     periods = patches["period"].astype(str).to_numpy() if "period" in patches.columns else np.full(len(patches), "")
-    lon, lat = patch_centres(patches)
-    for p in np.unique(periods[main]):
-        idx = np.flatnonzero(main & (periods == p))
-        isolated[idx] = isolated_mask(lon[idx], lat[idx], params.k, params.distance_km)
+    cand = np.flatnonzero(main)
+    lon, lat = patch_centres(patches.iloc[cand])
+    for p in np.unique(periods[cand]):
+        sel = periods[cand] == p
+        isolated[cand[sel]] = isolated_mask(lon[sel], lat[sel], params.k, params.distance_km)
     keep = main & ~(isolated & (score < params.t_iso))
     return keep, isolated
 
