@@ -145,33 +145,35 @@ def is_transient_text(text: str) -> bool:
 def clear_gdal_http_cache() -> bool:
     """Forget what GDAL's /vsicurl/ remembers (failed HEADs, cached blocks); True if it could.
 
-    GDAL has no Python binding for this in rasterio, so the C function ``VSICurlClearCache`` of the
-    libgdal that rasterio loaded is called through ctypes (Linux: found in /proc/self/maps).
+    rasterio exposes no binding for this, so the C function ``VSICurlClearCache`` is called through
+    ctypes on every libgdal loaded in the process (Linux: listed in /proc/self/maps). Every one,
+    because wheels bundle their own copy: with pyogrio imported there are two, and clearing only
+    the first (pyogrio's) left rasterio's cache stale — found by running the test files together.
     """
-    global _VSICURL_CLEAR
-    if _VSICURL_CLEAR is None:
-        _VSICURL_CLEAR = False
-        try:
-            import ctypes
+    try:
+        import ctypes
 
-            import rasterio  # noqa: F401  (loads libgdal)
+        import rasterio  # noqa: F401  (loads its libgdal)
 
-            with open("/proc/self/maps") as f:
-                libs = sorted({ln.split()[-1] for ln in f if "libgdal" in ln and ln.split()[-1].startswith("/")})
-            for lib in libs:
-                fn = getattr(ctypes.CDLL(lib), "VSICurlClearCache", None)
-                if fn is not None:
-                    _VSICURL_CLEAR = fn
-                    break
-        except (OSError, ImportError):
-            pass
-    if _VSICURL_CLEAR:
-        _VSICURL_CLEAR()
-        return True
-    return False
+        with open("/proc/self/maps") as f:
+            libs = sorted({ln.split()[-1] for ln in f if "libgdal" in ln and ln.split()[-1].startswith("/")})
+    except (OSError, ImportError):
+        return False
+    done = False
+    for lib in libs:
+        if lib not in _VSICURL_CLEAR:
+            try:
+                _VSICURL_CLEAR[lib] = getattr(ctypes.CDLL(lib), "VSICurlClearCache", None)
+            except OSError:
+                _VSICURL_CLEAR[lib] = None
+        fn = _VSICURL_CLEAR[lib]
+        if fn is not None:
+            fn()
+            done = True
+    return done
 
 
-_VSICURL_CLEAR: Any = None
+_VSICURL_CLEAR: dict[str, Any] = {}
 
 
 def _is_gdal_error(e: BaseException) -> bool:
