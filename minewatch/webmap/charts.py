@@ -70,7 +70,7 @@ def new_area_per_period(stats: Sequence[PeriodStats], path: str | Path, label: s
     ax.set_title(f"New and cumulative {label.lower()} per period")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper left", frameon=False, fontsize=8)
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False, fontsize=8)
     ax.spines[["top"]].set_visible(False)
     return _save(fig, path)
 
