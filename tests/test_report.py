@@ -161,3 +161,29 @@ def test_report_opens_in_chromium_and_prints_pdf(tmp_path: Path) -> None:
     pdf = write_pdf(out, tmp_path / "report.pdf")
     data = pdf.read_bytes()
     assert data[:5] == b"%PDF-" and len(data) > 50_000
+
+
+def test_top_zones_chart_keeps_zones_with_the_same_name(tmp_path: Path) -> None:
+    """Two territories can share a name: each keeps its own bar (not merged into one category)."""
+    import pandas as pd
+    from matplotlib import pyplot as plt
+
+    from minewatch.webmap import charts
+
+    captured = {}
+    real_save = charts._save
+
+    def spy(fig, path):  # noqa: ANN001
+        captured["bars"] = [p.get_width() for p in fig.axes[0].patches]
+        captured["labels"] = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        return real_save(fig, path)
+
+    charts._save = spy
+    try:
+        top = pd.DataFrame({"zone_name": ["Same", "Other", "Same"], "cumulative_ha": [30.0, 20.0, 10.0]})
+        charts.top_zones(top, tmp_path / "t.png", "2024")
+    finally:
+        charts._save = real_save
+        plt.close("all")
+    assert captured["bars"] == [10.0, 20.0, 30.0]
+    assert captured["labels"] == ["Same", "Other", "Same"]

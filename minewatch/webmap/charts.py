@@ -81,7 +81,9 @@ def top_zones(top: pd.DataFrame, path: str | Path, period: str, label: str = "Mi
     fig, ax = plt.subplots(figsize=(7, 0.8 + 0.32 * n))
     names = [str(x)[:40] for x in top["zone_name"]][::-1]
     vals = list(top["cumulative_ha"])[::-1]
-    ax.barh(names, vals, color=ORANGE)
+    pos = list(range(len(vals)))  # numeric positions: two zones may share a name
+    ax.barh(pos, vals, color=ORANGE)
+    ax.set_yticks(pos, names)
     for i, v in enumerate(vals):
         ax.text(v, i, f" {v:,.0f}", va="center", fontsize=8)
     ax.set_xlabel(f"Cumulative {label.lower()} up to {period} (ha)")

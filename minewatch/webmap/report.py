@@ -114,6 +114,13 @@ def load_card(run_dir: Path | None, manifest: dict[str, Any] | None, card: Path 
     """The model card: ``--card``, ``RUN_DIR/card.json``, ``RUN_DIR/model/card.json``, or the model in the manifest."""
     candidates: list[Path] = []
     if card is not None:
+        if not card.exists():  # a shipped model name such as "default"
+            try:
+                from minewatch.models.package import resolve_package_path
+
+                card = resolve_package_path(str(card))
+            except MinewatchError:
+                pass
         candidates.append(card / "card.json" if card.is_dir() else card)
     if run_dir is not None:
         candidates += [run_dir / "card.json", run_dir / "model" / "card.json"]
