@@ -39,6 +39,7 @@ def make_run(tmp: Path, card: bool = True, imagery: bool = True) -> Path:
     g["area_ha"] = area_ha(g.geometry)
     g.to_parquet(run / "mining.parquet")
     g.to_file(run / "mining.geojson")  # same layer as GeoJSON: must not be counted twice
+    g.to_parquet(run / "mining_simplified.parquet")  # postprocess's display copy: same polygons
     g.assign(tile="x", row=0, col=0, epsg=UTM, score=0.9, valid_frac=1.0).to_parquet(run / "patches.parquet")
     zones = gpd.GeoDataFrame(
         {"id": ["A", "B", "C"], "name": ["Zone West", "Zone Middle", "Zone Empty"]},

@@ -82,7 +82,8 @@ def _paths_in(obj: Any) -> Iterable[Path]:
 def find_layers(run_dir: Path) -> list[Path]:
     """Mining layers in a run folder: ``mining*`` files (top level, then one level down).
 
-    One file per stem (GeoParquet preferred over GeoJSON of the same name); patch-score files
+    One file per stem (GeoParquet preferred over GeoJSON of the same name), and ``mining_simplified``
+    left out when ``mining`` is there (postprocess writes both, same polygons); patch scores
     (``patches*``) and timeline/zone tables are not mining layers.
     """
     for pattern in ("mining*", "*/mining*"):
@@ -93,6 +94,10 @@ def find_layers(run_dir: Path) -> list[Path]:
             key = p.with_suffix("")
             if key not in found or p.suffix.lower() in (".parquet", ".geoparquet"):
                 found[key] = p
+        # postprocess writes mining.* and a display copy mining_simplified.*: the same polygons
+        for key in [k for k in found if k.name.endswith("_simplified")]:
+            if key.with_name(key.name[: -len("_simplified")]) in found:
+                del found[key]
         if found:
             return sorted(found.values())
     return []
