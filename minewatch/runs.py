@@ -165,7 +165,12 @@ class RunLock:
     def acquire(self, command: str = "") -> None:
         from filelock import Timeout
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise MinewatchError(self.run_dir, "exists and is not a folder; give an output folder")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MinewatchError(self.run_dir, f"cannot create the output folder ({e.strerror or e})") from None
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
@@ -372,8 +377,12 @@ class RunContext:
             # A journal without a manifest cannot come from us (the manifest is written first).
             (self.out_dir / JOURNAL).unlink(missing_ok=True)
             return None
-        m = load_manifest(self.out_dir)  # journal folded in; it is emptied by the rewrite below
-        return m
+        try:
+            return load_manifest(self.out_dir)  # journal folded in; it is emptied by the rewrite below
+        except MinewatchError as e:
+            if self.fresh:  # starting over anyway: an unreadable old manifest is not an obstacle
+                return None
+            raise MinewatchError(e.where, f"{e.problem}; cannot resume this folder — start over with --overwrite or use another folder") from None
 
     def _check_compatible(self, prev: dict[str, Any], inputs: dict[str, Any]) -> None:
         where = self.out_dir

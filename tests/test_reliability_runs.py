@@ -272,3 +272,28 @@ def test_torn_journal_line_is_ignored(tmp_path):
         f.write('{"ev": "tile", "id": "t5", "sta')  # killed mid-append
     m = load_manifest(run_dir)
     assert [t for t, e in m["tiles"].items() if e["status"] == "done"] == ["t0", "t1", "t2"]
+
+
+def test_unusable_output_folder_is_one_line(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(MinewatchError, match="exists and is not a folder"):
+        with RunContext(f, "detect"):
+            pass
+    with pytest.raises(MinewatchError, match=r"cannot create the output folder"):
+        with RunContext(f / "sub", "detect"):
+            pass
+
+
+def test_corrupt_manifest_refuses_resume_but_allows_fresh_start(tmp_path):
+    run_dir = tmp_path / "run"
+    _complete_run(run_dir, ["a"])
+    (run_dir / MANIFEST).write_text('{"minewatch_manifest": 1, "tiles": {')
+    with pytest.raises(MinewatchError, match="not valid JSON .*cannot resume this folder — start over with --overwrite"):
+        with RunContext(run_dir, "detect", {"min_score": 0.1}):
+            pass
+    with RunContext(run_dir, "detect", {"min_score": 0.1}, fresh=True) as run:
+        run.tile_done("a", [_write_tile(run_dir, "a")])
+        write_text_atomic(run_dir / "summary.json", "{}")
+        run.add_output(run_dir / "summary.json")
+    assert verify_run(run_dir) == []
