@@ -63,3 +63,8 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     )
     if res.failed:
         sys.exit(1)
+    if t["patches"] and not t["scored"] and t["skipped_nodata"] == t["patches"]:
+        # An all-nodata composite (a missed swath, a wrong file): an empty result would read as "no mining".
+        from minewatch.errors import MinewatchError
+
+        raise MinewatchError(imagery, f"no valid pixel in any of the {len(res.plan.tile_ids)} tiles (all nodata or no clear observation): nothing was scored")
