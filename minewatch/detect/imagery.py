@@ -338,12 +338,12 @@ def tiles_for_raster(ref: RasterRef, tile_px: int, resolution: float, halo_px: i
     :func:`minewatch.grid.tiles_for_geometry` assigns to its WGS84 footprint.
     """
     left, bottom, right, top = ref.bounds
-    grow = halo_px * resolution
-    left, top = left - grow, top + grow
+    grow = halo_px * resolution  # metres
     utm = utm_zone_of_epsg(ref.epsg)
     size = tile_px * resolution
     if utm is not None and math.isclose(ref.resolution, resolution) and _on_lattice(ref.transform[2], resolution) and _on_lattice(ref.transform[5], resolution):
         zone, south = utm
+        left, top = left - grow, top + grow
         off = FALSE_NORTHING_SOUTH if south else 0.0
         eps = 1e-6 * size
         ix0, ix1 = math.floor(left / size), math.ceil(right / size - eps)
@@ -356,6 +356,11 @@ def tiles_for_raster(ref: RasterRef, tile_px: int, resolution: float, halo_px: i
 
     tr = Transformer.from_crs(CRS.from_wkt(ref.crs_wkt), 4326, always_xy=True)
     foot = shp_transform(tr.transform, shapely.segmentize(box(left, bottom, right, top), max(right - left, top - bottom) / 16))
+    # grow west and north by the halo (metres → degrees; generous near the poles, never too small)
+    x0, y0, x1, y1 = foot.bounds
+    dlat = grow / 110_000.0
+    dlon = dlat / max(math.cos(math.radians(max(abs(y0), abs(y1)) + dlat)), 0.05)
+    foot = shapely.union(foot, box(x0 - dlon, y0, x1, y1 + dlat))
     return tiles_for_geometry(foot, tile_px, resolution)
 
 
