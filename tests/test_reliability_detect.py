@@ -146,3 +146,24 @@ def test_all_nodata_imagery_is_an_error_not_an_empty_success(tmp_path):
     assert len(errors) == 1 and errors[0].startswith(f"minewatch: error: {img}: no valid pixel")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["totals"]["scored"] == 0  # nothing was scored as if it were forest
+
+
+def test_detect_refuses_a_truncated_copy_of_the_default_model(imagery, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from minewatch.cli.main import cli
+    from minewatch.config import package_data_dir
+
+    pkg = tmp_path / "model"
+    shutil.copytree(package_data_dir() / "models" / "default", pkg)
+    weights = next(pkg.glob("*.bin"), pkg / "model.onnx")  # external weights when the graphs share them
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted copy
+    args = _cmd(imagery, tmp_path / "out")[3:]
+    args[args.index("default")] = str(pkg)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("minewatch: error:")]
+    assert errors == [f"minewatch: error: {weights}: checksum differs from card.json: the file is truncated, corrupted or replaced (copy or export the package again)"]
+    assert not (tmp_path / "out").exists()
