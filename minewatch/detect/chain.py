@@ -148,7 +148,7 @@ def run_chain(
     from minewatch.runs import RunContext
 
     say = log or (lambda s: None)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
     res = ChainResult(out)
     scorer = Scorer.load(req.models)
     roi = roi_file = None

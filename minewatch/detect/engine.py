@@ -512,7 +512,7 @@ def run_detect(
     from minewatch.runs import RunContext
 
     say = log or (lambda s: None)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # workers may run elsewhere; the manifest records paths below it
     scorer = Scorer.load(request.models)
     imagery = open_imagery(imagery_path)
     # workers (other processes, other machines) load the packages by absolute path
