@@ -35,6 +35,8 @@ from minewatch.grid import Tile, _transformer
 from minewatch.models.onnx_build import GraphBuilder, float_input
 from minewatch.models.package import ModelCard, load_package, save_package
 
+pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+
 TILE_PX = 96
 T0 = Tile(21, 500, -700, TILE_PX, 10.0)
 """Anchor tile (zone 21 south, ~6°S); test rasters are placed relative to its top-left pixel."""
@@ -482,3 +484,35 @@ def test_copy_of_package_scores_identically(pkg: Path, tmp_path: Path) -> None:
     shutil.copytree(pkg, tmp_path / "copy")
     x = np.random.default_rng(0).integers(0, 255, (4, 48, 48, 3)).astype(np.float32)
     np.testing.assert_array_equal(Scorer.load([pkg]).packages[0].score_patches(x), Scorer.load([tmp_path / "copy"]).packages[0].score_patches(x))
+
+
+def test_run_composites_the_roi_from_a_stac_catalog_then_detects(pkg: Path, tmp_path: Path) -> None:
+    """``minewatch run --roi --period``: the imagery stage composites the model's bands at its level
+    from a (local, synthetic) STAC catalog, then detect reads the composites' STAC collection."""
+    import datetime as dt
+
+    from minewatch.imagery.synthetic import SceneSpec, make_catalog
+    from minewatch.runs import load_manifest
+
+    tiles = [T0, Tile(T0.zone, T0.ix + 1, T0.iy, TILE_PX, 10.0)]
+    left, bottom, _, top = T0.bounds
+    right = tiles[1].bounds[2]
+    cat = make_catalog(tmp_path / "cat", epsg=T0.epsg, bounds=(left - 600, bottom - 600, right + 600, top + 600),
+                       scenes=[SceneSpec(dt.date(2024, m, 5), cloud=0.2) for m in (2, 5, 8)], bands=("B2", "B3", "B4"), level="L1C", seed=4)  # fmt: skip
+    roi = tmp_path / "roi.geojson"
+    geom = shapely.union_all([t.geometry_wgs84() for t in tiles]).buffer(-1e-4)
+    roi.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(geom)}))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["run", "--roi", str(roi), "--period", "2024", "--source", str(cat), "--model", str(pkg), "--out", str(out),
+                                 "--tile-px", str(TILE_PX), "--scheduler", "synchronous", "--quiet", "--min-score", "0"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    comp = load_manifest(out / "composite")
+    assert comp["parameters"]["bands"] == ["B4", "B3", "B2"] and comp["parameters"]["level"] == "L1C"
+    assert comp["parameters"]["start"] == "2024-01-01" and comp["parameters"]["end"] == "2024-12-31"
+    patches = gpd.read_parquet(out / "detect" / "patches.parquet")
+    assert set(patches["tile"]) <= {t.id for t in tiles} and len(patches) > 0 and set(patches["period"]) == {"2024"}
+    s = json.loads((out / "detect" / "summary.json").read_text())
+    assert s["level"] == "L1C" and not s["warnings"]
+    from minewatch.runs import verify_run
+
+    assert verify_run(out) == []

@@ -31,6 +31,7 @@ from typing import Any
 
 from minewatch.atomic import write_json_atomic
 from minewatch.errors import MinewatchError
+from minewatch.grid import DEFAULT_TILE_PX
 
 COMMAND = "run"
 MAP_FILE = "map.html"
@@ -57,6 +58,8 @@ class ChainRequest:
     """``card`` (see the module docstring) or a :mod:`minewatch.postprocess.threshold` preset name."""
     simplify_m: float | None = None
     map: bool = True
+    tile_px: int | None = None
+    """Tile size for compositing and detection; default: the composites' own, else 1008."""
 
 
 @dataclass
@@ -174,7 +177,7 @@ def run_chain(
     params = {
         "models": [p.card.name for p in scorer.packages], "period": period, "demo": req.demo, "source": None if imagery else req.source,
         "level": req.level, "min_score": req.min_score, "min_valid": req.min_valid, "preset": req.preset,
-        "t_main": req.t_main, "t_iso": req.t_iso, "simplify_m": req.simplify_m, "map": req.map,
+        "t_main": req.t_main, "t_iso": req.t_iso, "simplify_m": req.simplify_m, "map": req.map, "tile_px": req.tile_px,
     }  # fmt: skip
     inputs: dict[str, Any] = {f"model{i + 1 if i else ''}": str(p.path) for i, p in enumerate(scorer.packages)}
     if roi_file:
@@ -187,7 +190,11 @@ def run_chain(
             imagery = _composite(req, roi, period, scorer, out / "composite", scheduler, workers, progress, fresh, argv, say, res)  # type: ignore[arg-type]
         # 2. detect
         say("detect …")
-        dreq = DetectRequest(models=tuple(req.models), period=period or "", min_score=req.min_score, min_valid=req.min_valid, level=req.level)
+        from minewatch.detect.imagery import open_imagery
+
+        tile_px = req.tile_px or open_imagery(imagery).tile_px or DEFAULT_TILE_PX
+        dreq = DetectRequest(models=tuple(req.models), period=period or "", min_score=req.min_score, min_valid=req.min_valid,
+                             level=req.level, tile_px=tile_px)  # fmt: skip
         det = run_detect(
             imagery, dreq, out / "detect", roi=roi.geometry if roi is not None else None, roi_file=roi_file,
             scheduler=scheduler, workers=workers, progress=progress, fresh=fresh, argv=argv, log=say,
@@ -228,7 +235,7 @@ def _composite(req: ChainRequest, roi: Any, period: str, scorer: Any, out: Path,
 
     start, end = period_dates(period)
     level = (req.level or scorer.packages[0].card.spec.level).upper()
-    tiles = roi.tiles()
+    tiles = roi.tiles(req.tile_px or DEFAULT_TILE_PX)
     src = resolve_source(req.source, level)
     creq = CompositeRequest(start=start, end=end, bands=tuple(scorer.bands), level=level)
     say(f"composite: {len(tiles)} tile(s), {level} {start}..{end} from {src.name} …")
