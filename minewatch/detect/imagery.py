@@ -425,6 +425,11 @@ def read_tile(refs: Sequence[RasterRef], tile: Tile, bands: Sequence[str], halo_
         if got is None or got is False:
             continue
         data, ok = got
+        if not valid.any():  # the usual case, one raster per tile: no masked copy
+            if ok.any():
+                dn, valid = data, ok
+                used.append(ref.where or ref.path)
+            continue
         take = ok & ~valid
         if take.any():
             dn[take] = data[take]
@@ -482,7 +487,8 @@ def _read_aligned(ref: RasterRef, tile: Tile, idx: list[int], size: int) -> tupl
         cl = np.zeros((size, size), dtype=bool)
         cl[ys, xs] = clear > 0
         ok &= cl
-    data[~ok] = 0
+    if not ok.all():
+        data[~ok] = 0
     return data, ok
 
 

@@ -34,16 +34,18 @@ def valid_fraction(valid: np.ndarray, patch_px: int, step_px: int, cells: int) -
     past the array's edge count the missing pixels as not valid.
     """
     need = (cells - 1) * step_px + patch_px
-    v = np.zeros((need, need), dtype=np.int64)
+    dtype = np.int32 if need * need < 2**31 else np.int64
+    v = np.zeros((need, need), dtype=dtype)
     h, w = min(need, valid.shape[0]), min(need, valid.shape[1])
     v[:h, :w] = valid[:h, :w]
-    sat = np.zeros((need + 1, need + 1), dtype=np.int64)
-    sat[1:, 1:] = v.cumsum(0).cumsum(1)
+    sat = np.zeros((need + 1, need + 1), dtype=dtype)
+    np.cumsum(v, axis=0, out=v)
+    np.cumsum(v, axis=1, out=sat[1:, 1:])
     o = np.arange(cells) * step_px
     r0, c0 = o[:, None], o[None, :]
     r1, c1 = r0 + patch_px, c0 + patch_px
     total = sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]
-    return total / float(patch_px * patch_px)
+    return total.astype(np.float64) / float(patch_px * patch_px)
 
 
 def footprints_utm(tile: Tile, rows_px: np.ndarray, cols_px: np.ndarray, patch_px: int) -> np.ndarray:
