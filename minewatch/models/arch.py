@@ -112,6 +112,17 @@ def _conv_bn(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
+def _conv_head(cin: int, head: int, k: int, dropout: float) -> nn.Sequential:
+    """The dense head as convolutions: a k×k conv over the remaining window, then 1×1 → one logit."""
+    return nn.Sequential(
+        nn.Conv2d(cin, head, k, bias=False),
+        nn.BatchNorm2d(head),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Conv2d(head, 1, 1),
+    )
+
+
 class MWNetFCN(_StridedHead, nn.Module):
     """Our fully-convolutional classifier: input any H×W ≥ 48, output logit map N×1×h×w.
 
@@ -135,13 +146,7 @@ class MWNetFCN(_StridedHead, nn.Module):
             *_conv_bn(c2, c3),
             *_conv_bn(c3, c3),
         )
-        self.head = nn.Sequential(
-            nn.Conv2d(c3, head, 5, bias=False),
-            nn.BatchNorm2d(head),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Conv2d(head, 1, 1),
-        )
+        self.head = _conv_head(c3, head, 5, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -173,13 +178,7 @@ class MWNetS2D(_StridedHead, nn.Module):
             *_conv_bn(c1, c2),
             *_conv_bn(c2, c2),
         )
-        self.head = nn.Sequential(
-            nn.Conv2d(c2, head, 6, bias=False),
-            nn.BatchNorm2d(head),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Conv2d(head, 1, 1),
-        )
+        self.head = _conv_head(c2, head, 6, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

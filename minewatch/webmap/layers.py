@@ -9,7 +9,6 @@ mined area per zone per period.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pandas as pd
 import shapely
 
 from minewatch.errors import MinewatchError
+from minewatch.postprocess.io import normalize_period, period_from_filename
 
 EQUAL_AREA_CRS = "EPSG:6933"
 """WGS 84 / NSIDC EASE-Grid 2.0 Global (cylindrical equal-area). Chosen because it is equal-area
@@ -27,39 +27,6 @@ everywhere minewatch runs (the whole tropics and beyond), so hectares from diffe
 layers are comparable without picking a regional projection."""
 
 M2_PER_HA = 10_000.0
-
-_PERIOD_CODE = re.compile(r"^(\d{4})(\d{2})$")
-_PERIOD_IN_NAME = re.compile(r"(?<!\d)(\d{4})(\d{2})(?!\d)")
-_PERIOD_TEXT = re.compile(r"^(\d{4})(?:[-_ ]?(Q[1-4]|M\d{2}|-\d{2}))?$", re.IGNORECASE)
-
-
-def normalize_period(value: object) -> str:
-    """A period label from the forms in use: ``2024``, ``2024Q3``, or the upstream code ``YYYYQQ``.
-
-    The upstream code ``202400`` means the year 2024 and ``202502`` the second quarter of 2025.
-    Anything else is kept as text (sorted as text).
-    """
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    if isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer()):
-        text = str(int(value))
-    else:
-        text = str(value).strip()
-    m = _PERIOD_CODE.match(text)
-    if m:
-        year, q = m.group(1), int(m.group(2))
-        return year if q == 0 else f"{year}Q{q}"
-    m = _PERIOD_TEXT.match(text)
-    if m and m.group(2) and m.group(2).upper().startswith("Q"):
-        return f"{m.group(1)}{m.group(2).upper()}"
-    return text
-
-
-def period_from_filename(path: Path) -> str | None:
-    """``mining_202400_simplified.geojson`` → ``2024``; None when the name carries no period code."""
-    m = _PERIOD_IN_NAME.search(path.stem)
-    return normalize_period(m.group(0)) if m else None
-
 
 def sort_periods(periods: Sequence[str]) -> list[str]:
     """Unique periods in time order (``2024`` sorts before ``2024Q1``: text order does this)."""
