@@ -238,10 +238,9 @@ def test_patches_without_enough_valid_data_are_skipped_and_counted(pkg: Path, tm
     write_mosaic(tmp_path / "x_clear.tif", clear, t192, 0, 0, bands=("clear_count",), cog=False)
     assert open_imagery(tmp_path).rasters[0].clear_path == str(tmp_path / "x_clear.tif")
     got, res = detect(tmp_path, tmp_path / "out", pkg, min_score=0.0, min_valid=0.8, tile_px=192)
-    # the tiles west and north of it are planned too: their last patches reach into the raster
-    assert t192.id in res.plan.tile_ids and len(res.plan.tile_ids) == 4
-    assert res.totals["scored"] == json.loads(tile_paths(tmp_path / "out", t192.id)[1].read_text())["scored"]
-    assert res.totals["skipped_low_valid"] > 0
+    # the tiles west and north reach into the raster only through their halo: at most half a patch
+    # is valid there, so with min_valid 0.8 they are not even planned
+    assert res.plan.tile_ids == [t192.id]
     s = json.loads(tile_paths(tmp_path / "out", t192.id)[1].read_text())
     rc = set(zip(got["row"], got["col"], strict=True))
     assert (0, 0) not in rc and (0, 144) not in rc and (120, 120) not in rc
@@ -259,6 +258,19 @@ def test_patches_without_enough_valid_data_are_skipped_and_counted(pkg: Path, tm
     assert s["skipped_nodata"] == int((want == 0).sum())
     np.testing.assert_allclose(np.sort(got["valid_frac"]), np.sort(want[want >= 0.8]), atol=1e-6)
     assert (got["valid_frac"] >= 0.8).all()
+
+
+def test_tiles_holding_imagery_only_in_their_halo_score_the_straddling_patches(pkg: Path, tmp_path: Path) -> None:
+    t192 = Tile(21, 250, -350, 192, 10.0)
+    write_raster(tmp_path / "x.tif", smooth_dn((192, 192), seed=6), 0, 0, tile=t192)
+    got, res = detect(tmp_path / "x.tif", tmp_path / "out", pkg, min_score=0.0, min_valid=0.5, tile_px=192)
+    west, north = Tile(21, 249, -350, 192, 10.0), Tile(21, 250, -349, 192, 10.0)
+    assert sorted(res.plan.tile_ids) == sorted([t192.id, west.id, north.id, Tile(21, 249, -349, 192, 10.0).id])
+    w = got[got["tile"] == west.id]
+    assert sorted(w["row"]) == list(range(0, 168, 24)) and set(w["col"]) == {168} and (w["valid_frac"] == 0.5).all()
+    assert set(got[got["tile"] == north.id]["row"]) == {168}
+    rc = global_rc(got, t192)
+    assert len({tuple(v) for v in rc}) == len(rc)  # each patch once, whichever tile owns it
 
 
 def test_all_nodata_imagery_is_skipped_not_scored(pkg: Path, tmp_path: Path) -> None:

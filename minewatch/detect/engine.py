@@ -59,6 +59,10 @@ PATCHES_GEOJSON = "patches.geojson"
 SUMMARY = "summary.json"
 META_KEY = "minewatch"
 COUNT_KEYS = ("patches", "scored", "skipped_nodata", "skipped_low_valid", "written")
+HALO_ONLY_MAX_VALID = 0.75
+"""The most of a patch that can be valid when its tile holds no imagery and only the halo does: the
+patch's top-left 24 × 24 quarter always lies inside its own tile. Tiles like that are not planned
+when ``min_valid`` is above this (they could only skip patches)."""
 
 
 @dataclass(frozen=True)
@@ -201,8 +205,11 @@ def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: A
     jobs = []
     for t in sorted(by_tile, key=lambda t: t.id):
         refs = tuple(r for r in by_tile[t] if overlaps(r, t, halo))
-        if refs:
-            jobs.append(TileJob(t, refs))
+        if not refs:
+            continue
+        if request.min_valid > HALO_ONLY_MAX_VALID and not any(overlaps(r, t, 0) for r in refs):
+            continue  # imagery only in the halo: no patch of this tile can reach min_valid
+        jobs.append(TileJob(t, refs))
     if not jobs:
         raise MinewatchError(imagery.source, "imagery covers no tile" + (" inside the ROI" if roi is not None else ""))
     return DetectPlan(
