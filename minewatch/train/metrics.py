@@ -153,7 +153,10 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     z2 = z * z
     centre = (phat + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(phat * (1 - phat) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exact ends: rounding leaves ~1e-17 above 0 at k = 0 (or below 1 at k = n).
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def summary(y: Any, p: Any, threshold: float) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from pyproj import Transformer
 from minewatch.atomic import write_text_atomic
 from minewatch.bands import RGB_BANDS, S2_BANDS_12, S2_BANDS_13, Rendering
 from minewatch.errors import MinewatchError
+from minewatch.train.metrics import wilson_interval
 from minewatch.webmap.layers import read_layers
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -242,26 +243,6 @@ def build_review(
 
 
 # --- precision ----------------------------------------------------------------------------------
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (shared implementation in ``train.metrics``)."""
-    try:
-        from minewatch.train.metrics import wilson_interval as _w
-    except ImportError:  # pragma: no cover - metrics ships with the package
-        _w = None
-    if _w is not None:
-        if n <= 0:
-            return _w(k, n, z)
-        lo, hi = _w(k, n, z)
-        # exact ends: rounding can leave 1e-17 above 0 at k = 0 (or below 1 at k = n)
-        return (0.0 if k == 0 else lo), (1.0 if k == n else hi)
-    if n <= 0:
-        return math.nan, math.nan
-    p, z2 = k / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass(frozen=True)
 class PrecisionResult:
     mines: int
