@@ -462,6 +462,37 @@ def test_local_cluster_with_two_workers_gives_the_same_rows(mosaic: tuple, pkg: 
     assert got.equals(ref)
 
 
+def test_scheduler_address_runs_on_an_existing_cluster(mosaic: tuple, pkg: Path, tmp_path: Path) -> None:
+    import logging
+
+    from distributed import LocalCluster
+
+    ref, _ = detect(mosaic[0], tmp_path / "sync", pkg, min_score=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+            got, res = detect(mosaic[0], tmp_path / "addr", pkg, min_score=0.0, scheduler=cluster.scheduler_address)
+    assert res.ok and got.equals(ref)
+
+
+def test_geojson_and_metadata_of_the_region_file(mosaic: tuple, pkg: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from minewatch.postprocess.io import read_metadata
+
+    got, _ = detect(mosaic[0], tmp_path / "o", pkg, min_score=0.3, geojson=True)
+    doc = json.loads((tmp_path / "o" / "patches.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(got) > 0 and "crs" not in doc
+    assert doc["minewatch"]["parameters"]["min_score"] == 0.3
+    f = doc["features"][0]
+    assert set(f["properties"]) == {"tile", "row", "col", "epsg", "score", "score_a", "score_b", "valid_frac", "period"}
+    assert read_metadata(tmp_path / "o" / "patches.parquet")["command"] == "detect"
+    geo = json.loads(pq.read_schema(tmp_path / "o" / "patches.parquet").metadata[b"geo"])
+    bbox = geo["columns"]["geometry"]["bbox"]
+    np.testing.assert_allclose(bbox, got.total_bounds, atol=1e-9)  # the merged file's bbox covers every tile
+    assert gpd.read_parquet(tmp_path / "o" / "patches.parquet").crs.to_epsg() == 4326
+
+
 # --------------------------------------------------------------------------------------------------
 # minewatch run
 # --------------------------------------------------------------------------------------------------
