@@ -559,3 +559,37 @@ def test_run_composites_the_roi_from_a_stac_catalog_then_detects(pkg: Path, tmp_
     from minewatch.runs import verify_run
 
     assert verify_run(out) == []
+
+
+def test_a_failing_tile_is_recorded_the_rest_finish_and_a_rerun_completes(mosaic: tuple, pkg: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A tile whose read fails (e.g. a dropped connection) is recorded as failed with one line, the
+    other tiles finish, the command exits 1; the same command again redoes only that tile."""
+    import minewatch.detect.engine as engine
+    from minewatch.runs import load_manifest, verify_run
+
+    victim = Tile(T0.zone, T0.ix + 1, T0.iy - 1, TILE_PX, 10.0).id
+    real = engine.read_tile
+
+    def flaky(refs, tile, bands, halo):  # noqa: ANN001, ANN202
+        if tile.id == victim:
+            raise OSError("connection reset while reading a block")
+        return real(refs, tile, bands, halo)
+
+    monkeypatch.setattr(engine, "read_tile", flaky)
+    out = tmp_path / "out"
+    args = ["detect", "--model", str(pkg), "--imagery", str(mosaic[0]), "--out", str(out), "--tile-px", str(TILE_PX),
+            "--scheduler", "synchronous", "--quiet", "--min-score", "0"]  # fmt: skip
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1, r.output
+    m = load_manifest(out)
+    assert m["tiles"][victim] == {**m["tiles"][victim], "status": "failed", "error": "OSError: connection reset while reading a block"}
+    assert sum(e["status"] == "done" for e in m["tiles"].values()) == 15
+    assert "15 tiles done, 1 failed" in r.output and verify_run(out)
+    assert not json.loads((out / "summary.json").read_text())["complete"]
+    monkeypatch.setattr(engine, "read_tile", real)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert verify_run(out) == [] and json.loads((out / "summary.json").read_text())["complete"]
+    ref, _ = detect(mosaic[0], tmp_path / "ref", pkg, min_score=0.0)
+    assert gpd.read_parquet(out / "patches.parquet").equals(ref)

@@ -12,7 +12,6 @@ whole raster at once.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
