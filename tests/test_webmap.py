@@ -17,11 +17,11 @@ from click.testing import CliRunner
 
 from minewatch.errors import MinewatchError
 from minewatch.webmap.browser import Browser, find_chromium
+from minewatch.postprocess.io import normalize_period
 from minewatch.webmap.layers import (
     EQUAL_AREA_CRS,
     area_ha,
     new_mining,
-    normalize_period,
     period_stats,
     read_layer,
     read_layers,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from minewatch.errors import MinewatchError
 
 
 @click.command(name="chips")
@@ -36,15 +35,11 @@ def command(points_path: Path, label: int | None, label_field: str | None, sourc
     per chip, bands.json) to OUT."""
     from minewatch.chips.sample import sample_chips
     from minewatch.imagery.engine import parse_bands
-    from minewatch.imagery.plan import to_date
+    from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
 
     lvl = level.upper()
-    d0, d1 = to_date(start, "--start"), to_date(end, "--end")
-    if d1 < d0:
-        raise MinewatchError("--end", f"{d1} is before --start {d0}")
-    if tile_px <= 0 or tile_px % 24:
-        raise MinewatchError("--tile-px", f"must be a positive multiple of 24, got {tile_px}")
+    d0, d1 = check_window(start, end, tile_px)
     src = resolve_source(source, lvl, retries=retries)
     out = sample_chips(
         points_path, out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,

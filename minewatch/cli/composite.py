@@ -48,16 +48,12 @@ def command(roi_path: Path, start: str, end: str, out_dir: Path, source: str, le
           --source my_scenes/catalog.json --scheduler tcp://10.0.0.5:8786
     """
     from minewatch.imagery.engine import CompositeRequest, parse_bands, run_composites
-    from minewatch.imagery.plan import to_date
+    from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
     from minewatch.roi import read_roi
 
     lvl = level.upper()
-    d0, d1 = to_date(start, "--start"), to_date(end, "--end")
-    if d1 < d0:
-        raise MinewatchError("--end", f"{d1} is before --start {d0}")
-    if tile_px <= 0 or tile_px % 24:
-        raise MinewatchError("--tile-px", f"must be a positive multiple of 24, got {tile_px}")
+    d0, d1 = check_window(start, end, tile_px)
     if resolution <= 0:
         raise MinewatchError("--resolution", f"must be positive, got {resolution}")
     roi = read_roi(roi_path)

@@ -236,6 +236,18 @@ def to_date(value: str | dt.date, where: str) -> dt.date:
         raise MinewatchError(where, f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
+def check_window(start: str | dt.date, end: str | dt.date, tile_px: int) -> tuple[dt.date, dt.date]:
+    """Validate the ``--start``/``--end``/``--tile-px`` options every imagery command shares."""
+    from minewatch.errors import MinewatchError
+
+    d0, d1 = to_date(start, "--start"), to_date(end, "--end")
+    if d1 < d0:
+        raise MinewatchError("--end", f"{d1} is before --start {d0}")
+    if tile_px <= 0 or tile_px % 24:
+        raise MinewatchError("--tile-px", f"must be a positive multiple of 24, got {tile_px}")
+    return d0, d1
+
+
 def item_footprint(item: Mapping[str, Any]) -> BaseGeometry | None:
     geom = item.get("geometry")
     if geom:

@@ -112,7 +112,8 @@ def read_vector(path: str | Path) -> gpd.GeoDataFrame:
     return gdf
 
 
-def _periods_for(gdf: pd.DataFrame, path: Path, period: str | None) -> pd.Series:
+def periods_for(gdf: pd.DataFrame, path: Path, period: str | None) -> pd.Series:
+    """Each feature's period: ``period`` if given, else a ``period``/``year`` column, else the file name."""
     if period is not None:
         return pd.Series(normalize_period(period), index=gdf.index)
     for col in ("period", "year"):
@@ -154,7 +155,7 @@ def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFram
     if len(gdf) == 0 and period is None and "period" not in gdf.columns:
         out["period"] = pd.Series([], dtype=object)
     else:
-        out["period"] = _periods_for(gdf, path, period).to_numpy()
+        out["period"] = periods_for(gdf, path, period).to_numpy()
     return out.reset_index(drop=True)
 
 
@@ -189,7 +190,7 @@ def read_layer(path: str | Path, area_field: str | None = "auto", period: str | 
             raise MinewatchError(path, f"{int(np.isnan(stated).sum())} features have no numeric {area_field!r}")
     else:
         stated = np.full(len(gdf), np.nan)
-    periods = _periods_for(gdf, path, period)
+    periods = periods_for(gdf, path, period)
     geoms = polygonal(gdf.geometry.to_numpy())
     data: dict[str, Any] = {"period": periods.to_numpy(), "stated_ha": stated}
     for c in ("n_patches", "score_max", "score_mean"):

@@ -19,7 +19,7 @@ import pandas as pd
 import shapely
 
 from minewatch.errors import MinewatchError
-from minewatch.postprocess.io import normalize_period, period_from_filename
+from minewatch.postprocess.io import periods_for
 
 EQUAL_AREA_CRS = "EPSG:6933"
 """WGS 84 / NSIDC EASE-Grid 2.0 Global (cylindrical equal-area). Chosen because it is equal-area
@@ -99,19 +99,7 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     kinds = set(gdf.geom_type.unique())
     if kinds - {"Polygon", "MultiPolygon"}:
         raise MinewatchError(path, f"expected polygons, found {sorted(kinds)}")
-    if period is not None:
-        periods = pd.Series(normalize_period(period), index=gdf.index)
-    elif "period" in gdf.columns:
-        periods = gdf["period"].map(normalize_period)
-    elif "year" in gdf.columns:
-        periods = gdf["year"].map(normalize_period)
-    else:
-        from_name = period_from_filename(path)
-        if from_name is None:
-            raise MinewatchError(path, "no period: add a 'period' column or a YYYYQQ code in the file name")
-        periods = pd.Series(from_name, index=gdf.index)
-    if (periods == "").any():
-        raise MinewatchError(path, f"{int((periods == '').sum())} features have no period")
+    periods = periods_for(gdf, path, period)
     if "area_ha" in gdf.columns:
         areas = gdf["area_ha"].astype(float).to_numpy()
     elif "Mined area (ha)" in gdf.columns:
