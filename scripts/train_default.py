@@ -72,6 +72,17 @@ def holdout_regions() -> list[Path]:
 
 HOLDOUT_SOURCES = ["BD_MineriaAurifera*", "riverbank_negatives_bolivia*", "v0.4-6SSL4EO-MLP_bolivia*", "v4.0-CNN-2025_acre_negatives"]
 
+LOSO_GROUPS: dict[str, dict[str, list[str]]] = {
+    "peru-bd-mineria": {"sources": ["BD_MineriaAurifera*"]},
+    "bolivia": {"sources": ["riverbank_negatives_bolivia*", "v0.4-6SSL4EO-MLP_bolivia*"]},
+    "acre": {"sources": ["v4.0-CNN-2025_acre_negatives"]},
+    "geo-regions": {"regions": ["geo_holdout_napo-caquetá.geojson", "geo_holdout_pará-kayapó.geojson"]},
+}
+"""Leave-one-group-out runs: each region-specific group is held out on its own (the two geographic
+hold-out polygons together: Pará–Kayapó has only 31 chips), so no group's figure depends on the
+others also being missing from training."""
+LOSO_DIR = RUNS / "default-loso"
+
 
 def chips_dir() -> Path:
     return shared_data_dir() / "s2_rgb_chips"
@@ -88,6 +99,18 @@ def run_holdout() -> Path:
     t = time.time()
     out = train_package(load_chips(chips_dir()), HOLDOUT, HOLDOUT_DIR, holdout_regions(), HOLDOUT_SOURCES, name="default-holdout")
     print(f"holdout: {time.time() - t:.0f} s wall", flush=True)
+    return out
+
+
+def run_loso() -> dict[str, Path]:
+    b = shared_data_dir() / "upstream" / "boundaries"
+    chips = load_chips(chips_dir())
+    out = {}
+    for name, g in LOSO_GROUPS.items():
+        t = time.time()
+        regions = [b / r for r in g.get("regions", [])]
+        out[name] = train_package(chips, HOLDOUT, LOSO_DIR / name, regions, g.get("sources", []), name=f"default-loso-{name}")
+        print(f"loso {name}: {time.time() - t:.0f} s wall", flush=True)
     return out
 
 
@@ -158,4 +181,4 @@ def assemble() -> Path:
 if __name__ == "__main__":
     steps = sys.argv[1:] or ["main", "holdout", "assemble"]
     for step in steps:
-        {"main": run_main, "holdout": run_holdout, "assemble": assemble}[step]()
+        {"main": run_main, "holdout": run_holdout, "loso": run_loso, "assemble": assemble}[step]()

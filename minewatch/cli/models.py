@@ -76,3 +76,44 @@ def show_cmd(model: str) -> None:
     from minewatch.models.package import load_package
 
     click.echo(json.dumps(load_package(model).card.to_dict(), indent=2, ensure_ascii=False))
+
+
+@command.command("ensemble")
+@click.argument("models", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Ensemble package folder to write.")
+@click.option("--name", default=None, help="Model name in the card (default: the folder name).")
+@click.option("--chips", "chips_dir", type=click.Path(path_type=Path), default=None, help="Calibrate: set the threshold and measure the card's figures on this chip set's validation split.")
+@click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0.01, 0.9), help="With --chips: the members' site-level validation fraction.")
+@click.option("--split-seed", default=0, show_default=True, type=int, help="With --chips: the members' split seed.")
+@click.option("--holdout-region", multiple=True, type=click.Path(), help="With --chips: report chips inside this polygon separately (repeatable).")
+@click.option("--holdout-source", multiple=True, help="With --chips: report this source (glob) separately (repeatable).")
+def ensemble_cmd(
+    models: tuple[str, ...],
+    out_dir: Path,
+    name: str | None,
+    chips_dir: Path | None,
+    val_fraction: float,
+    split_seed: int,
+    holdout_region: tuple[str, ...],
+    holdout_source: tuple[str, ...],
+) -> None:
+    """Merge MODELS (package folders or shipped names) into one ensemble package.
+
+    The ensemble score is the mean of the member probabilities; every member's score is kept. The
+    merged ONNX graphs run all members in one call (the fast tile graph too, when every member has
+    one). Without --chips the threshold is the mean of the members' thresholds.
+    """
+    from minewatch.models.ensemble import write_ensemble
+    from minewatch.models.package import load_package
+
+    pkgs = [load_package(m) for m in models]
+    path = write_ensemble(pkgs, out_dir, name)
+    if chips_dir is not None:
+        from minewatch.chips import load_chips
+        from minewatch.train.scorecard import calibrate_ensemble
+
+        calibrate_ensemble(path, load_chips(chips_dir), val_fraction, split_seed, list(holdout_region), list(holdout_source))
+    c = load_package(path).card
+    val = c.metrics.get("val") or {}
+    figs = f", val AP {val['ap']:.4f}, sensitivity@spec99 {val['sens_at_spec99']:.3f}" if "ap" in val else " (uncalibrated)"
+    click.echo(f"{path}: {c.name}, {len(c.members)} members ({', '.join(c.members)}), threshold {c.threshold:.4g}{figs}, fast path {'yes' if c.fcn_stride else 'no'}")

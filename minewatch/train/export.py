@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from minewatch.models import arch as archs
+from minewatch.models.store import WEIGHTS_FILE, share_weights  # noqa: F401  (re-exported: the package contract lives in models)
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-5
@@ -207,45 +208,3 @@ def graph_info(onnx_bytes: bytes) -> dict[str, Any]:
 
     m = onnx.load_from_string(onnx_bytes)
     return {"opset": m.opset_import[0].version, "nodes": len(m.graph.node), "bytes": len(onnx_bytes)}
-
-
-WEIGHTS_FILE = "weights.bin"
-_ALIGN = 4096
-
-
-def share_weights(graphs: list[bytes], location: str = WEIGHTS_FILE, min_bytes: int = 1024) -> tuple[list[bytes], bytes]:
-    """Move the graphs' large initializers into one external-data blob, each distinct tensor once.
-
-    The patch and FCN graphs hold the same weights (the FCN graph *is* the patch network run over a
-    raster), so a package with both would otherwise store them twice. ONNX external data lets both
-    graphs point at the same bytes of ``weights.bin`` beside them (ONNX Runtime resolves it relative
-    to the graph's folder). Offsets are page-aligned so the runtime may memory-map them.
-    """
-    import hashlib
-
-    import onnx
-    from onnx import numpy_helper
-
-    models = [onnx.load_from_string(g) for g in graphs]
-    blob = bytearray()
-    where: dict[str, tuple[int, int]] = {}
-    for m in models:
-        for t in m.graph.initializer:
-            raw = numpy_helper.to_array(t).tobytes()
-            if len(raw) < min_bytes:
-                continue
-            key = hashlib.sha256(raw).hexdigest() + str(t.data_type) + str(list(t.dims))
-            if key not in where:
-                blob.extend(b"\0" * (-len(blob) % _ALIGN))
-                where[key] = (len(blob), len(raw))
-                blob.extend(raw)
-            offset, length = where[key]
-            t.ClearField("raw_data")
-            for field in ("float_data", "int64_data", "int32_data", "double_data"):
-                t.ClearField(field)
-            del t.external_data[:]
-            t.data_location = onnx.TensorProto.EXTERNAL
-            for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
-                entry = t.external_data.add()
-                entry.key, entry.value = k, v
-    return [m.SerializeToString() for m in models], bytes(blob)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import fnmatch
 import json
 import math
 import time
@@ -29,17 +28,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from minewatch.atomic import atomic_path, sha256_file, write_json_atomic
-from minewatch.chips import ChipSet, geographic_mask, site_ids, split_by_site
+from minewatch.chips import ChipSet
 from minewatch.errors import MinewatchError
 from minewatch.grid import STEP_PX
 from minewatch.models import arch as archs
+from minewatch.models.store import copy_package, write_package  # noqa: F401  (re-exported for scripts and tests)
 from minewatch.train import metrics
-from minewatch.train.augment import HAZY_ATMOSPHERE, AugmentConfig, augment_batch, simulate_l2a
+from minewatch.train.augment import AugmentConfig, augment_batch, simulate_l2a
+from minewatch.train.scorecard import (  # noqa: F401  (re-exported: scripts and tests import them from here)
+    Split,
+    card_figures,
+    group_rates,
+    holdout_report,
+    load_region,
+    make_split,
+    summarize,
+)
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
@@ -59,6 +67,9 @@ class TrainConfig:
     """BCE positive-class weight; None = n_negative / n_positive of the training set."""
     patience: int = 8
     seed: int = 0
+    split_seed: int | None = None
+    """Seed of the site-level train/val split; None = ``seed``. Ensemble members trained with different
+    ``seed`` and one ``split_seed`` share one validation set, so the ensemble can be selected and scored on it."""
     val_fraction: float = 0.15
     warmup_epochs: float = 1.0
     ema_decay: float = 0.0
@@ -71,8 +82,14 @@ class TrainConfig:
     tta: bool = False
     """Dihedral test-time augmentation inside the exported graphs (export only: not in the checkpoint signature)."""
 
+    @property
+    def split_seed_(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d["split_seed"] is None:  # keep the signature of runs made before the field existed
+            del d["split_seed"]
         d["augment"] = self.augment.to_dict()
         return d
 
@@ -294,111 +311,6 @@ def train_model(
 
 
 # ----------------------------------------------------------------------------------------------
-# Splits and hold-outs
-
-
-def load_region(path: str | Path) -> Any:
-    """A hold-out polygon (GeoJSON or any OGR vector) as one WGS84 geometry."""
-    import geopandas as gpd
-
-    path = Path(path)
-    if not path.exists():
-        raise MinewatchError(path, "hold-out region file not found")
-    try:
-        gdf = gpd.read_file(path)
-    except Exception as e:  # pyogrio raises several types
-        raise MinewatchError(path, f"unreadable vector file ({e.__class__.__name__})") from None
-    if gdf.empty:
-        raise MinewatchError(path, "hold-out region has no features")
-    if gdf.crs is not None:
-        gdf = gdf.to_crs(4326)
-    return gdf.union_all()
-
-
-@dataclass
-class Split:
-    """Index sets into a chip set: train, val and named hold-out groups (never trained on)."""
-
-    train: np.ndarray
-    val: np.ndarray
-    holdouts: dict[str, np.ndarray]
-
-
-def make_split(
-    chips: ChipSet,
-    val_fraction: float,
-    seed: int,
-    holdout_regions: list[str | Path] = (),  # type: ignore[assignment]
-    holdout_sources: list[str] = (),  # type: ignore[assignment]
-) -> Split:
-    """Site-level train/val split after removing hold-out regions/sources (and every chip that shares
-    a site with a held-out chip, so a clear/cloudy twin cannot leak into training)."""
-    meta = chips.meta.assign(label=chips.labels)
-    n = len(chips)
-    held = np.zeros(n, bool)
-    holdouts: dict[str, np.ndarray] = {}
-    for r in holdout_regions:
-        m = geographic_mask(meta, load_region(r))
-        if not m.any():
-            raise MinewatchError(r, "no chip with lon/lat falls inside this hold-out region")
-        holdouts[f"region:{Path(r).stem}"] = np.flatnonzero(m)
-        held |= m
-    for pat in holdout_sources:
-        m = np.array([fnmatch.fnmatch(str(s), pat) for s in meta["source"]]) if "source" in meta else np.zeros(n, bool)
-        if not m.any():
-            raise MinewatchError("--holdout-source", f"no chip's source matches {pat!r}")
-        holdouts[f"source:{pat}"] = np.flatnonzero(m)
-        held |= m
-    if held.any():
-        sites = site_ids(meta)
-        held = np.isin(sites, np.unique(sites[held]))
-    rest = np.flatnonzero(~held)
-    tr, va = split_by_site(meta.iloc[rest].reset_index(drop=True), val_fraction, seed)
-    return Split(rest[tr], rest[va], holdouts)
-
-
-# ----------------------------------------------------------------------------------------------
-# Metrics for the card
-
-
-def group_rates(y: np.ndarray, p: np.ndarray, groups: pd.Series, thresholds: dict[str, float]) -> list[dict[str, Any]]:
-    """:func:`minewatch.train.evaluate.per_source` at the model threshold, plus sensitivity /
-    specificity at each extra named threshold (e.g. the validation set's 99%-specificity one)."""
-    from minewatch.train.evaluate import per_source
-
-    groups = groups.reset_index(drop=True)
-    rows = per_source(y, p, groups, thresholds["threshold"])
-    for tname, t in thresholds.items():
-        if tname == "threshold":
-            continue
-        extra = {r["source"]: r for r in per_source(y, p, groups, t)}
-        for r in rows:
-            r[f"sensitivity@{tname}"] = extra[r["source"]]["sensitivity"]
-            r[f"specificity@{tname}"] = extra[r["source"]]["specificity"]
-    return rows
-
-
-def summarize(y: np.ndarray, p: np.ndarray, threshold: float | None = None) -> dict[str, Any]:
-    """metrics.summary at ``threshold`` (default: its F0.5-optimal threshold)."""
-    if threshold is None:
-        threshold = metrics.fbeta_optimal_threshold(y, p, 0.5)[0]
-    return dict(metrics.summary(np.asarray(y), np.asarray(p), float(threshold)))
-
-
-def holdout_report(y: np.ndarray, p: np.ndarray, thresholds: dict[str, float]) -> dict[str, Any]:
-    """Sensitivity (mines) / specificity (not-mines) of a never-trained-on group at each threshold."""
-    out: dict[str, Any] = {"n": int(len(y)), "n_pos": int(y.sum()), "mean_score": float(p.mean()) if len(p) else None}
-    for tname, t in thresholds.items():
-        if y.sum():
-            out[f"sensitivity@{tname}"] = float((p[y == 1] >= t).mean())
-        if (y == 0).sum():
-            out[f"specificity@{tname}"] = float((p[y == 0] < t).mean())
-    if 0 < y.sum() < len(y):
-        out["ap"] = average_precision(y, p)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # The whole job: chips → package
 
 
@@ -421,7 +333,7 @@ def train_package(
     if cfg.arch not in archs.ARCHS:
         raise MinewatchError("--arch", f"unknown architecture {cfg.arch!r} (choose from {', '.join(archs.ARCHS)})")
     digest = sha256_file(chips.path / "chips.npz") if chips.path is not None and (chips.path / "chips.npz").exists() else ""
-    split = make_split(chips, cfg.val_fraction, cfg.seed, holdout_regions, holdout_sources)
+    split = make_split(chips, cfg.val_fraction, cfg.split_seed_, holdout_regions, holdout_sources)
     train, val = chips.subset(split.train), chips.subset(split.val)
     if val.labels.sum() == 0 or val.labels.sum() == len(val):
         raise MinewatchError("--val-fraction", "validation set needs both mines and not-mines; use more chips or a larger fraction")
@@ -444,58 +356,13 @@ def train_package(
     with tempfile.TemporaryDirectory(dir=out) as tmpd:
         save_package(tmpd, card, patch_onnx, fcn_onnx)
         pkg = load_package(tmpd)
-        p_val = pkg.score_patches(val.pixels)[:, 0]
-        val_sum = summarize(val.labels, p_val)
-        threshold = float(val_sum["threshold"])
-        t99 = metrics.threshold_at_specificity(val.labels, p_val, 0.99)
-        thresholds = {"threshold": threshold, "spec99": t99}
-        card_metrics: dict[str, Any] = {
-            "split": f"site-level (minewatch.chips.split_by_site), val_fraction={cfg.val_fraction}, seed={cfg.seed}",
-            "val": val_sum,
-            "val_threshold_spec99": t99,
-            "per_source": group_rates(val.labels, p_val, val.meta["source"].astype(str), thresholds) if "source" in val.meta else [],
-            "holdouts": {},
-        }
-        l2a: dict[str, Any] | None = None
-        if chips.spec.bands == ["B4", "B3", "B2"]:
-            from minewatch.train.augment import REFERENCE_ATMOSPHERE
-
-            p_l2a = pkg.score_patches(simulate_l2a(val.pixels))[:, 0]
-            l2a = summarize(val.labels, p_l2a, threshold)
-            l2a["per_source"] = group_rates(val.labels, p_l2a, val.meta["source"].astype(str), thresholds) if "source" in val.meta else []
-            l2a["simulated"] = True
-            l2a["how"] = (
-                "validation chips converted L1C→surface reflectance with minewatch.train.augment.simulate_l2a: "
-                "DN=rgb/255*3000, SR=(TOA-path)/T per band, single-scattering Rayleigh (Hansen & Travis 1974) + "
-                f"Ångström aerosol, fixed atmosphere {asdict(REFERENCE_ATMOSPHERE)}; re-rendered clip(SR*1e4/3000)*255"
-            )
-            # A second, harsher fixed atmosphere: hazy (dry-season smoke) and a low sun.
-            p_hazy = pkg.score_patches(simulate_l2a(val.pixels, atmosphere=HAZY_ATMOSPHERE))[:, 0]
-            hazy = summarize(val.labels, p_hazy, threshold)
-            hazy["atmosphere"] = asdict(HAZY_ATMOSPHERE)
-            l2a["hazy_atmosphere"] = hazy
-        for hname, idx in split.holdouts.items():
-            p_h = pkg.score_patches(chips.pixels[idx])[:, 0]
-            card_metrics["holdouts"][hname] = holdout_report(chips.labels[idx], p_h, thresholds)
-            card_metrics["holdouts"][hname]["sources"] = group_rates(
-                chips.labels[idx], p_h, chips.meta["source"].iloc[idx].astype(str).reset_index(drop=True), thresholds
-            )
+        threshold, card_metrics, validated = card_figures(pkg, chips, split, f"val_fraction={cfg.val_fraction}, seed={cfg.split_seed_}")
         card_metrics["onnx_vs_torch_max_abs_diff"] = max_diff
 
     card.threshold = threshold
     card.metrics = card_metrics
-    card.validated_levels = {"L1C": {"ap": val_sum["ap"], "sens_at_spec99": val_sum["sens_at_spec99"], "simulated": False}}
-    if l2a is not None:
-        card.validated_levels["L2A"] = {
-            "ap": l2a["ap"],
-            "sens_at_spec99": l2a["sens_at_spec99"],
-            "sensitivity": l2a["sensitivity"],
-            "specificity": l2a["specificity"],
-            "simulated": True,
-            "how": l2a["how"],
-            "hazy_atmosphere": {k: l2a["hazy_atmosphere"][k] for k in ("ap", "sens_at_spec99", "sensitivity", "specificity", "atmosphere")},
-        }
-        card_metrics["val_sim_l2a"] = l2a
+    card.validated_levels = validated
+    l2a = card_metrics.get("val_sim_l2a")
     n_pos_tr = int(train.labels.sum())
     card.training = {
         "chips": str(chips.path) if chips.path else None,
@@ -534,67 +401,10 @@ def train_package(
         ).strip()
     else:
         card.notes = extra_notes
-    from minewatch.models.package import save_package
-
     card.metrics = metrics.json_safe(card.metrics)
     card.validated_levels = metrics.json_safe(card.validated_levels)
     write_package(out, card, patch_onnx, fcn_onnx)
     return out
-
-
-def write_package(out: str | Path, card: Any, patch_onnx: bytes, fcn_onnx: bytes | None) -> Path:
-    """Save a package; with both graphs, their (identical) weights are stored once, in
-    ``weights-<hash>.bin`` beside them.
-
-    Every intermediate state stays loadable: the content-addressed weights file goes first (graphs
-    of an older package keep pointing at their own file), then the graphs, the card last, and only
-    then are stale weights files removed.
-    """
-    import hashlib
-
-    from minewatch.models.package import save_package
-    from minewatch.train.export import share_weights
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    keep: set[str] = set()
-    if fcn_onnx is not None:
-        name = f"weights-{hashlib.sha256(patch_onnx + fcn_onnx).hexdigest()[:12]}.bin"
-        (patch_onnx, fcn_onnx), blob = share_weights([patch_onnx, fcn_onnx], location=name)
-        with atomic_path(out / name) as tmp:
-            tmp.write_bytes(blob)
-        keep.add(name)
-    save_package(out, card, patch_onnx, fcn_onnx)
-    for stale in out.glob("weights-*.bin"):
-        if stale.name not in keep:
-            stale.unlink()
-    return out
-
-
-def copy_package(src: str | Path, dest: str | Path, card: Any | None = None) -> Path:
-    """Copy a package folder (graphs, shared weights, card — in the safe order), optionally with a new card."""
-    import shutil
-
-    from minewatch.models.package import CARD, FCN_GRAPH, PATCH_GRAPH
-
-    src, dest = Path(src), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    weights = sorted(p.name for p in src.glob("weights-*.bin"))
-    for name in [*weights, PATCH_GRAPH, FCN_GRAPH]:
-        if (src / name).exists():
-            with atomic_path(dest / name) as tmp:
-                shutil.copyfile(src / name, tmp)
-        elif name == FCN_GRAPH:
-            (dest / name).unlink(missing_ok=True)
-    if card is None:
-        with atomic_path(dest / CARD) as tmp:
-            shutil.copyfile(src / CARD, tmp)
-    else:
-        write_json_atomic(dest / CARD, card.to_dict())
-    for stale in dest.glob("weights-*.bin"):
-        if stale.name not in weights:
-            stale.unlink()
-    return dest
 
 
 def read_history(workdir: str | Path) -> list[dict[str, Any]]:
