@@ -1,6 +1,6 @@
 """Detection speed: per-patch vs fast (FCN) path, ONNX Runtime vs PyTorch, 1 vs 2 Dask workers.
 
-    python benchmarks/bench_detect.py [--repeats 5] [--tiles 8] [--json out.json]
+    python benchmarks/bench_detect.py [--repeats 5] [--tiles 8] [--json out.json] [--model PKG] [--also PKG] [--no-engine]
 
 What is timed (the default model, ``mwnet-s2d``, RGB 48 px patches on the 24 px lattice):
 
@@ -101,8 +101,8 @@ def row(name: str, patches: int, seconds: float, cores: int, median: float | Non
             "km2_per_s": kms, "amazon_wall_h": wall_h, "amazon_cpu_h": cpu_h, "cores": cores}  # fmt: skip
 
 
-def bench_models(repeats: int) -> list[dict[str, Any]]:
-    pkg = load_scoring_package("default", threads=THREADS)
+def bench_models(repeats: int, model: str = "default", also: list[str] = ()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    pkg = load_scoring_package(model, threads=THREADS)
     win = real_window(1032)
     x = pkg.card.spec.rendering.apply(np.moveaxis(win, 0, -1))
     n = 42 * 42
@@ -111,6 +111,9 @@ def bench_models(repeats: int) -> list[dict[str, Any]]:
         "ONNX Runtime, per patch (baseline)": lambda: pkg.score_tile(x, fast=False),
         "ONNX Runtime, fast path (FCN)": lambda: pkg.score_tile(x, fast=True),
     }
+    for other in also:  # other packages (e.g. one ensemble member alone) on their fast path
+        o = load_scoring_package(other, threads=THREADS)
+        fns[f"ONNX Runtime, fast path: {o.card.name} ({len(o.card.members)} member(s))"] = lambda o=o: o.score_tile(x, fast=True)
     fns.update(torch_fns(x, pkg))
     t = time_round_robin(fns, repeats)
     return [row(k, n, v["min"], THREADS, v["median"], v["cpu"]) for k, v in t.items()]
@@ -126,12 +129,16 @@ def torch_fns(x: np.ndarray, pkg: Any) -> dict[str, Any]:
         print("PyTorch not installed: torch rows skipped")
         return {}
     torch.set_num_threads(THREADS)
-    arch = pkg.card.architecture
-    model = build(arch, len(pkg.card.spec.bands)).eval()
-    want = pkg.card.training.get("params")
-    if want is not None and n_params(model) != want:
-        raise SystemExit(f"torch {arch} has {n_params(model)} parameters, the card says {want}")
-    fcn = fcn_of(model)
+    # an ensemble package records its members' architectures; torch runs them one after the other
+    members = pkg.card.training.get("ensemble_of") or [{"config": {"arch": pkg.card.architecture}, "params": pkg.card.training.get("params")}]
+    models = []
+    for m in members:
+        arch = m["config"]["arch"]
+        model = build(arch, len(pkg.card.spec.bands)).eval()
+        if m.get("params") is not None and n_params(model) != m["params"]:
+            raise SystemExit(f"torch {arch} has {n_params(model)} parameters, the card says {m['params']}")
+        models.append(model)
+    fcns = [fcn_of(m) for m in models]
     xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None]  # 1×C×H×W
     patches = torch.from_numpy(np.ascontiguousarray(
         np.lib.stride_tricks.sliding_window_view(x, (48, 48), axis=(0, 1))[::24, ::24].reshape(-1, x.shape[-1], 48, 48)))  # fmt: skip
@@ -140,21 +147,23 @@ def torch_fns(x: np.ndarray, pkg: Any) -> dict[str, Any]:
 
     def per_patch() -> None:
         with torch.inference_mode():
-            for i in range(0, n, 512):
-                model(patches[i : i + 512])
+            for model in models:
+                for i in range(0, n, 512):
+                    model(patches[i : i + 512])
 
     def fast() -> None:
         with torch.inference_mode():
-            fcn.forward_strided(xt, head_stride=24 // fcn.fcn_stride)  # type: ignore[union-attr]
+            for fcn in fcns:
+                fcn.forward_strided(xt, head_stride=24 // fcn.fcn_stride)  # type: ignore[union-attr]
 
     v = torch.__version__.split("+")[0]
     out = {f"PyTorch {v}, per patch": per_patch}
-    if fcn is not None:
+    if all(f is not None for f in fcns):
         out[f"PyTorch {v}, fast path (FCN)"] = fast
     return out
 
 
-def bench_engine(n_tiles: int, tmp: Path, rounds: int = 2) -> list[dict[str, Any]]:
+def bench_engine(n_tiles: int, tmp: Path, rounds: int = 2, model: str = "default") -> list[dict[str, Any]]:
     """The whole engine over ``n_tiles`` full tiles (a strip of them)."""
     cols = n_tiles // 2 if n_tiles >= 2 else 1
     rows_ = -(-n_tiles // cols)
@@ -168,7 +177,7 @@ def bench_engine(n_tiles: int, tmp: Path, rounds: int = 2) -> list[dict[str, Any
     for rnd in range(rounds):  # interleaved rounds, best wall time kept (shared machine)
         for label, sched, workers, cores in configs:
             t0 = time.perf_counter()
-            res = run_detect(img, DetectRequest(models=("default",), period="2024", min_score=0.4), tmp / f"out_{rnd}_{workers}_{sched}",
+            res = run_detect(img, DetectRequest(models=(model,), period="2024", min_score=0.4), tmp / f"out_{rnd}_{workers}_{sched}",
                              scheduler=sched, workers=workers, progress=False)  # fmt: skip
             total = time.perf_counter() - t0
             wall = res.totals["this_call"]["seconds"]
@@ -187,11 +196,14 @@ def main() -> None:
     ap.add_argument("--tiles", type=int, default=8)
     ap.add_argument("--engine-rounds", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--model", default="default", help="package to time (default: the shipped default)")
+    ap.add_argument("--also", action="append", default=[], help="another package to time on the fast path (repeatable)")
+    ap.add_argument("--no-engine", action="store_true", help="model rows only")
     a = ap.parse_args()
     load0 = os.getloadavg()
-    models = bench_models(a.repeats)
+    models = bench_models(a.repeats, a.model, a.also)
     with tempfile.TemporaryDirectory() as d:
-        engine = bench_engine(a.tiles, Path(d), a.engine_rounds)
+        engine = [] if a.no_engine else bench_engine(a.tiles, Path(d), a.engine_rounds, a.model)
     load1 = os.getloadavg()
     base = models[0]["patches_per_s"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.2f} → {load1[0]:.2f}")

@@ -77,6 +77,9 @@ def test_incompatible_members_are_one_line_errors(tmp_path: Path) -> None:
     assert str(four.path) in str(e.value)
     with pytest.raises(MinewatchError, match="at least two"):
         build_ensemble([a], "x")
+    with pytest.raises(MinewatchError, match="unique names"):
+        build_ensemble([a, a], "x", members=["s", "s"])
+    assert build_ensemble([a, a], "x", members=["s2d", "fcn"])[0].members == ["s2d", "fcn"]
     r = CliRunner().invoke(cli, ["models", "ensemble", str(a.path), str(four.path), "--out", str(tmp_path / "bad")])
     assert r.exit_code == 2 and "bands differ" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "card.json").exists()

@@ -107,6 +107,19 @@ def test_short_training_on_real_chips_learns(real_chips: ChipSet, tmp_path: Path
     assert ((p >= pkg.card.threshold)[sub.labels[split.val] == 1]).mean() == pytest.approx(val["sensitivity"])
 
 
+def test_split_seed_gives_members_one_validation_set(real_chips: ChipSet, tmp_path: Path) -> None:
+    """Ensemble members differ in --seed but must be validated on the same chips (--split-seed)."""
+    sub = _subset(real_chips, 400, seed=2)
+    cfg = TrainConfig(arch="mwnet-tiny", epochs=1, batch_size=64, seed=3, split_seed=0)
+    pkg = load_package(train_package(sub, cfg, tmp_path / "m", progress=False))
+    val0, val3 = make_split(sub, 0.15, 0).val, make_split(sub, 0.15, 3).val
+    assert not np.array_equal(val0, val3)  # the two seeds would give different validation sets
+    assert pkg.card.metrics["val"]["n"] == len(val0) and pkg.card.metrics["split"].endswith("seed=0")
+    assert pkg.card.training["seed"] == 3 and pkg.card.training["config"]["split_seed"] == 0
+    # runs made before the field existed keep their checkpoint signature
+    assert "split_seed" not in TrainConfig(seed=3).to_dict() and TrainConfig(seed=3).split_seed_ == 3
+
+
 def test_resume_after_interruption_gives_identical_weights(real_chips: ChipSet, tmp_path: Path) -> None:
     sub = _subset(real_chips, 400, seed=1)
     split = make_split(sub, 0.2, 0)

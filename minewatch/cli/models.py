@@ -82,6 +82,7 @@ def show_cmd(model: str) -> None:
 @click.argument("models", nargs=-1, required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Ensemble package folder to write.")
 @click.option("--name", default=None, help="Model name in the card (default: the folder name).")
+@click.option("--member-names", default=None, help="Comma-separated names of the members' score columns (default: the packages' names).")
 @click.option("--chips", "chips_dir", type=click.Path(path_type=Path), default=None, help="Calibrate: set the threshold and measure the card's figures on this chip set's validation split.")
 @click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0.01, 0.9), help="With --chips: the members' site-level validation fraction.")
 @click.option("--split-seed", default=0, show_default=True, type=int, help="With --chips: the members' split seed.")
@@ -91,6 +92,7 @@ def ensemble_cmd(
     models: tuple[str, ...],
     out_dir: Path,
     name: str | None,
+    member_names: str | None,
     chips_dir: Path | None,
     val_fraction: float,
     split_seed: int,
@@ -107,7 +109,8 @@ def ensemble_cmd(
     from minewatch.models.package import load_package
 
     pkgs = [load_package(m) for m in models]
-    path = write_ensemble(pkgs, out_dir, name)
+    names = [n.strip() for n in member_names.split(",")] if member_names else None
+    path = write_ensemble(pkgs, out_dir, name, names)
     if chips_dir is not None:
         from minewatch.chips import load_chips
         from minewatch.train.scorecard import calibrate_ensemble

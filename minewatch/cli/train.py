@@ -9,7 +9,7 @@ from minewatch.errors import MinewatchError
 
 @click.command("train")
 @click.option("--chips", "chips_dir", required=True, type=click.Path(), help="Chip dataset folder (chips.npz + chips.csv [+ bands.json]).")
-@click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w.")
+@click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w, mwnet-s2d, mwnet-s2d-w.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
 @click.option("--bands", default=None, help="Expected bands, comma-separated (e.g. B4,B3,B2); checked against the chips.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
@@ -17,7 +17,8 @@ from minewatch.errors import MinewatchError
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW, warm-up + cosine).")
 @click.option("--weight-decay", default=0.02, show_default=True, type=click.FloatRange(min=0))
 @click.option("--patience", default=8, show_default=True, type=click.IntRange(1), help="Early stopping: epochs without a better validation AP.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, batch order and augmentation (and of the split unless --split-seed).")
+@click.option("--split-seed", default=None, type=int, help="Seed of the site-level train/validation split (default: --seed). Give ensemble members one split seed.")
 @click.option("--val-fraction", default=0.15, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--holdout-region", multiple=True, type=click.Path(), help="Polygon file: chips inside are never trained on and are reported separately (repeatable).")
 @click.option("--holdout-source", multiple=True, help="Source name or glob: held out of training, reported separately (repeatable).")
@@ -38,6 +39,7 @@ def command(
     weight_decay: float,
     patience: int,
     seed: int,
+    split_seed: int | None,
     val_fraction: float,
     holdout_region: tuple[str, ...],
     holdout_source: tuple[str, ...],
@@ -79,6 +81,7 @@ def command(
         weight_decay=weight_decay,
         patience=patience,
         seed=seed,
+        split_seed=split_seed,
         val_fraction=val_fraction,
         ema_decay=ema,
         threads=threads,

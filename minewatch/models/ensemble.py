@@ -107,11 +107,18 @@ def member_names(pkgs: list[ModelPackage]) -> list[str]:
     return names
 
 
-def build_ensemble(pkgs: list[ModelPackage], name: str) -> tuple[ModelCard, bytes, bytes | None]:
-    """The merged card (uncalibrated: threshold = mean member threshold) and graphs of ``pkgs``."""
+def build_ensemble(pkgs: list[ModelPackage], name: str, members: list[str] | None = None) -> tuple[ModelCard, bytes, bytes | None]:
+    """The merged card (uncalibrated: threshold = mean member threshold) and graphs of ``pkgs``.
+
+    ``members``: names for the score columns (default :func:`member_names`)."""
     if len(pkgs) < 2:
         raise MinewatchError(pkgs[0].path if pkgs else "--model", "an ensemble needs at least two model packages")
     _check_compatible(pkgs)
+    names = member_names(pkgs)
+    if members is not None:
+        if len(members) != len(names) or len(set(members)) != len(members) or not all(re.fullmatch(r"[A-Za-z0-9_.-]+", m) for m in members):
+            raise MinewatchError("--member-names", f"need {len(names)} unique names of letters, digits, '_', '.', '-' (got {members})")
+        names = list(members)
     first = pkgs[0].card
     doc = "minewatch ensemble of " + ", ".join(p.card.name for p in pkgs)
     try:
@@ -124,7 +131,7 @@ def build_ensemble(pkgs: list[ModelPackage], name: str) -> tuple[ModelCard, byte
     card = ModelCard(
         name=name,
         spec=first.spec,
-        members=member_names(pkgs),
+        members=names,
         architecture="ensemble (mean of member probabilities): " + " + ".join(p.card.architecture or p.card.name for p in pkgs),
         patch_px=first.patch_px,
         step_px=first.step_px,
@@ -140,6 +147,7 @@ def build_ensemble(pkgs: list[ModelPackage], name: str) -> tuple[ModelCard, byte
                     "val_ap": (p.card.metrics.get("val") or {}).get("ap"),
                     "architecture": p.card.architecture,
                     "config": p.card.training.get("config"),
+                    "params": p.card.training.get("params"),
                     "checksums": p.card.checksums,
                 }
                 for p in pkgs
@@ -151,10 +159,10 @@ def build_ensemble(pkgs: list[ModelPackage], name: str) -> tuple[ModelCard, byte
     return card, patch, fcn
 
 
-def write_ensemble(pkgs: list[ModelPackage], out: str | Path, name: str | None = None) -> Path:
+def write_ensemble(pkgs: list[ModelPackage], out: str | Path, name: str | None = None, members: list[str] | None = None) -> Path:
     """Merge ``pkgs`` into a new package folder ``out`` (uncalibrated; see :func:`build_ensemble`)."""
     from minewatch.models.store import write_package
 
     out = Path(out)
-    card, patch, fcn = build_ensemble(pkgs, name or out.name)
+    card, patch, fcn = build_ensemble(pkgs, name or out.name, members)
     return write_package(out, card, patch, fcn)
