@@ -73,7 +73,7 @@ def _aligned(e2e: dict) -> tuple[np.ndarray, gpd.GeoDataFrame]:
 def test_mine_chips_score_high_forest_low_as_at_chip_level(e2e: dict) -> None:
     chip_idx, aligned = _aligned(e2e)
     pkg, chips, labels = e2e["pkg"], e2e["chips"], e2e["labels"]
-    chip_scores = pkg.score_patches(chips.pixels[chip_idx].astype(np.float32))[:, 0]  # chips hold rendered values
+    chip_scores = pkg.score_patches(chips.pixels[chip_idx].astype(np.float32)).mean(axis=1)  # chips hold rendered values; ensemble mean
     det = aligned["score"].to_numpy()
     # the same pixels: DN → rendering gives back the chip's bytes, so the scores agree
     assert np.abs(det - chip_scores).max() < 1e-4
@@ -116,7 +116,7 @@ def test_fast_path_equals_per_patch_on_real_data(e2e: dict) -> None:
     with rasterio.open(e2e["img"]) as src:
         x = pkg.card.spec.rendering.apply(np.moveaxis(src.read(), 0, -1))
     fast, slow = pkg.score_tile(x, fast=True), pkg.score_tile(x, fast=False)
-    assert fast.shape == (1, 2 * GRID - 1, 2 * GRID - 1)
+    assert fast.shape == (len(pkg.card.members), 2 * GRID - 1, 2 * GRID - 1)
     assert np.abs(fast - slow).max() < 1e-4
     # through the engine: forced fast vs forced per-patch, every tile
     got = {}
@@ -134,9 +134,12 @@ def test_fast_path_equals_per_patch_on_real_data(e2e: dict) -> None:
 def test_tiles_give_the_scores_of_the_whole_raster(e2e: dict) -> None:
     pkg, rows = e2e["pkg"], e2e["rows"]
     with rasterio.open(e2e["img"]) as src:
-        big = pkg.score_tile(pkg.card.spec.rendering.apply(np.moveaxis(src.read(), 0, -1)), fast=False)[0]
+        members = pkg.score_tile(pkg.card.spec.rendering.apply(np.moveaxis(src.read(), 0, -1)), fast=False)
+    big = members.mean(axis=0)  # the detection score: the ensemble mean
     g = _global(rows)
     assert len(rows) == big.size and len({tuple(v) for v in g}) == len(rows)  # each patch once
     assert rows["tile"].nunique() == 4  # the mosaic straddles a tile corner
     i, j = (g[:, 0] - ROW0) // 24, (g[:, 1] - COL0) // 24
     assert np.abs(rows["score"].to_numpy() - big[i, j]).max() < 1e-4
+    for k, m in enumerate(pkg.card.members):  # and each member's own column
+        assert np.abs(rows[f"score_{m}"].to_numpy() - members[k][i, j]).max() < 1e-4
