@@ -2,7 +2,8 @@
 
     python benchmarks/bench_detect.py [--repeats 5] [--tiles 8] [--json out.json] [--model PKG] [--also PKG] [--no-engine]
 
-What is timed (the default model, ``mwnet-s2d``, RGB 48 px patches on the 24 px lattice):
+What is timed (``--model``, by default the shipped default — an ensemble of ``mwnet-s2d`` and ``mwnet``
+since 2026-12-01 — RGB 48 px patches on the 24 px lattice):
 
 1. Scoring one full tile window (1032 × 1032 px = a 1008 px tile + the 24 px halo; 42 × 42 = 1,764
    patches, 101.6 km²) of real pixels (a mosaic of the shared chips, DN → rendering as detect does):
@@ -113,7 +114,7 @@ def bench_models(repeats: int, model: str = "default", also: list[str] = ()) -> 
     }
     for other in also:  # other packages (e.g. one ensemble member alone) on their fast path
         o = load_scoring_package(other, threads=THREADS)
-        fns[f"ONNX Runtime, fast path: {o.card.name} ({len(o.card.members)} member(s))"] = lambda o=o: o.score_tile(x, fast=True)
+        fns[f"ONNX Runtime, fast path: {other} ({len(o.card.members)} member(s))"] = lambda o=o: o.score_tile(x, fast=True)
     fns.update(torch_fns(x, pkg))
     t = time_round_robin(fns, repeats)
     return [row(k, n, v["min"], THREADS, v["median"], v["cpu"]) for k, v in t.items()]
