@@ -19,6 +19,8 @@ from minewatch.train.augment import (  # noqa: E402
     REFERENCE_ATMOSPHERE,
     AugmentConfig,
     Atmosphere,
+    HAZY_ATMOSPHERE,
+    atmospheric_correction,
     augment_batch,
     dihedral,
     simulate_l2a,
@@ -42,6 +44,20 @@ def test_dihedral_gives_the_eight_distinct_symmetries() -> None:
     assert torch.equal(y[0], x[0])
     # each is a permutation of the same pixels, channel by channel
     assert all(torch.equal(v[0].flatten().sort().values, x[0, 0].flatten().sort().values) for v in y)
+
+
+def test_numpy_l2a_simulation_equals_the_training_transform(real_chips: ChipSet) -> None:
+    """Evaluation simulates L2A in NumPy (no torch); it must be the training transform to the byte."""
+    rgb = real_chips.pixels[::7]
+    for atm in (REFERENCE_ATMOSPHERE, HAZY_ATMOSPHERE):
+        path, trans = atm.path_and_transmittance(["B4", "B3", "B2"])
+        x = torch.from_numpy(rgb.astype(np.float32)).permute(0, 3, 1, 2)
+        n = len(x)
+        ref = atmospheric_correction(x, torch.tensor(path, dtype=torch.float32).expand(n, -1), torch.tensor(trans, dtype=torch.float32).expand(n, -1))
+        ref = ref.permute(0, 2, 3, 1).numpy().astype(np.uint8)
+        got = simulate_l2a(rgb, atmosphere=atm)
+        assert got.dtype == np.uint8 and np.array_equal(got, ref)
+        assert (got != rgb).mean() > 0.5  # and it changes the chips
 
 
 def test_atmospheric_correction_removes_haze_mostly_in_blue(real_chips: ChipSet) -> None:
