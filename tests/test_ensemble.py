@@ -114,3 +114,6 @@ def test_calibration_on_real_chips_matches_hand_computation(real_chips: ChipSet,
     write_ensemble([load_package(a), load_package(c)], tmp_path / "ac")
     with pytest.raises(MinewatchError, match="another split"):
         calibrate_ensemble(tmp_path / "ac", sub, 0.15, 0)
+    r = CliRunner().invoke(cli, ["models", "ensemble", str(a), str(c), "--out", str(tmp_path / "ac2"), "--chips", str(chips_dir)])
+    assert r.exit_code == 2 and "another split" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "ac2").exists() and not list(tmp_path.glob(".ac2.*"))  # nothing half-written

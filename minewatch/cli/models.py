@@ -110,12 +110,25 @@ def ensemble_cmd(
 
     pkgs = [load_package(m) for m in models]
     names = [n.strip() for n in member_names.split(",")] if member_names else None
-    path = write_ensemble(pkgs, out_dir, name, names)
-    if chips_dir is not None:
+    if chips_dir is None:
+        path = write_ensemble(pkgs, out_dir, name or out_dir.name, names)
+    else:  # merge and calibrate beside the output; only a calibrated package reaches --out
+        import shutil
+        import tempfile
+
         from minewatch.chips import load_chips
+        from minewatch.models.store import copy_package
         from minewatch.train.scorecard import calibrate_ensemble
 
-        calibrate_ensemble(path, load_chips(chips_dir), val_fraction, split_seed, list(holdout_region), list(holdout_source))
+        chips = load_chips(chips_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+        try:
+            write_ensemble(pkgs, tmp / "pkg", name or out_dir.name, names)
+            calibrate_ensemble(tmp / "pkg", chips, val_fraction, split_seed, list(holdout_region), list(holdout_source))
+            path = copy_package(tmp / "pkg", out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     c = load_package(path).card
     val = c.metrics.get("val") or {}
     figs = f", val AP {val['ap']:.4f}, sensitivity@spec99 {val['sens_at_spec99']:.3f}" if "ap" in val else " (uncalibrated)"
