@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from minewatch.chips import load_chips  # noqa: E402
+from minewatch.chips import ChipSet, load_chips  # noqa: E402
 from minewatch.config import package_data_dir, shared_data_dir  # noqa: E402
 from minewatch.models.package import load_package  # noqa: E402
 from minewatch.train.augment import AugmentConfig  # noqa: E402
@@ -176,14 +176,13 @@ def _loso_figures(root: Path, groups: list[str], cfg: TrainConfig) -> dict[str, 
     return {"arch": cfg.arch, "epochs": cfg.epochs, "seed": cfg.seed, "runs": runs}
 
 
-def _loso_ensemble_figures() -> dict[str, object]:
+def _loso_ensemble_figures(chips: ChipSet) -> dict[str, object]:
     """Both recipes' leave-one-out runs of a group merged like the default: the ensemble's own
     figures on the group it never saw (threshold calibrated on those runs' shared validation split)."""
     from minewatch.models.ensemble import write_ensemble
     from minewatch.train.scorecard import calibrate_ensemble
 
     b = shared_data_dir() / "upstream" / "boundaries"
-    chips = load_chips(chips_dir())
     runs: dict[str, object] = {}
     for name in LOSO_MEMBER_GROUPS:
         a, m = LOSO_DIR / name, LOSO_DIR / "member" / name
@@ -246,6 +245,7 @@ def assemble() -> Path:
     from minewatch.models.ensemble import write_ensemble
     from minewatch.train.scorecard import calibrate_ensemble
 
+    chips = load_chips(chips_dir())
     members = [load_package(MAIN_DIR), load_package(MEMBER_DIR)]
     generalisation = {
         "how": (
@@ -255,11 +255,11 @@ def assemble() -> Path:
         ),
         "s2d": _loso_figures(LOSO_DIR, list(LOSO_GROUPS), LOSO),
         "fcn": _loso_figures(LOSO_DIR / "member", LOSO_MEMBER_GROUPS, LOSO_MEMBER),
-        "ensemble": _loso_ensemble_figures(),
+        "ensemble": _loso_ensemble_figures(chips),
     }
     with tempfile.TemporaryDirectory(dir=RUNS) as tmp:
         ens = calibrate_ensemble(
-            write_ensemble(members, Path(tmp) / "ensemble", name="default", members=MEMBER_NAMES), load_chips(chips_dir()), MAIN.val_fraction, MAIN.seed
+            write_ensemble(members, Path(tmp) / "ensemble", name="default", members=MEMBER_NAMES), chips, MAIN.val_fraction, MAIN.seed
         )
         pkgs = {"s2d": members[0], "fcn": members[1], "ensemble": ens}
         cands: dict[str, dict[str, object]] = {}

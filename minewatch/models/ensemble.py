@@ -50,9 +50,9 @@ def merge_graphs(models: list[onnx.ModelProto], doc: str = "") -> onnx.ModelProt
         d1 = out.type.tensor_type.shape.dim[1]
         widths.append(d1.dim_value if d1.HasField("dim_value") else None)
     nodes.append(helper.make_node("Concat", outs, ["logits"], name="ensemble/concat", axis=1))
-    x = _value_info("x", models[0].graph.input[0], None)
-    width = None if None in widths else sum(w for w in widths if w is not None)
-    y = _value_info("logits", models[0].graph.output[0], width)
+    x = _value_info("x", models[0].graph.input[0])
+    width = "members" if None in widths else sum(w for w in widths if w is not None)
+    y = _value_info("logits", models[0].graph.output[0], axis1=width)
     graph = helper.make_graph(nodes, "minewatch_ensemble", [x], [y], initializer=inits, value_info=infos)
     merged = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="minewatch")
     merged.ir_version = max(m.ir_version for m in models)
@@ -66,14 +66,11 @@ def _default_opset(m: onnx.ModelProto) -> int:
     return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
-def _value_info(name: str, like: onnx.ValueInfoProto, dim1: int | None) -> onnx.ValueInfoProto:
-    """A float tensor value info shaped like ``like`` (symbolic dims kept), axis 1 set to ``dim1``."""
-    dims: list[Any] = []
-    for k, d in enumerate(like.type.tensor_type.shape.dim):
-        if k == 1 and name == "logits":
-            dims.append(dim1 if dim1 is not None else "members")
-        else:
-            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+def _value_info(name: str, like: onnx.ValueInfoProto, axis1: int | str | None = None) -> onnx.ValueInfoProto:
+    """A float tensor value info shaped like ``like`` (symbolic dims kept); ``axis1`` replaces axis 1."""
+    dims: list[Any] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in like.type.tensor_type.shape.dim]
+    if axis1 is not None:
+        dims[1] = axis1
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 

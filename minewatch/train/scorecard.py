@@ -128,7 +128,8 @@ def card_figures(pkg: ModelPackage, chips: ChipSet, split: Split, split_desc: st
     giving 99% specificity. Every figure is at one of those two thresholds.
     """
     val = chips.subset(split.val)
-    p_val = ensemble_score(pkg, val.pixels)
+    member_probs = pkg.score_patches(val.pixels)  # scored once: the ensemble score and each member's
+    p_val = member_probs.mean(axis=1)
     val_sum = summarize(val.labels, p_val)
     threshold = float(val_sum["threshold"])
     t99 = metrics.threshold_at_specificity(val.labels, p_val, 0.99)
@@ -144,7 +145,7 @@ def card_figures(pkg: ModelPackage, chips: ChipSet, split: Split, split_desc: st
     if len(pkg.card.members) > 1:
         out["val_members"] = {
             m: {"ap": float(metrics.average_precision(val.labels, z)), "sens_at_spec99": float(metrics.sensitivity_at_specificity(val.labels, z))}
-            for m, z in zip(pkg.card.members, pkg.score_patches(val.pixels).T, strict=True)
+            for m, z in zip(pkg.card.members, member_probs.T, strict=True)
         }
     validated: dict[str, Any] = {"L1C": {"ap": val_sum["ap"], "sens_at_spec99": val_sum["sens_at_spec99"], "simulated": False}}
     if chips.spec.bands == RGB:
