@@ -45,6 +45,10 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     from minewatch.detect.engine import DetectRequest, run_detect
     from minewatch.detect.imagery import open_imagery
     from minewatch.grid import DEFAULT_TILE_PX
+    from minewatch.periods import parse_period
+
+    if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
+        period = parse_period(period, "--period").label
 
     if tile_px is None:
         tile_px = open_imagery(imagery).tile_px or DEFAULT_TILE_PX
