@@ -189,7 +189,7 @@ def test_review_page_keyboard_labels_persist_and_export(tmp_path: Path) -> None:
     """In Chromium: y / n / s keys label, labels survive a reload (localStorage), the CSV feeds precision."""
     exe = find_chromium()
     if exe is None:
-        pytest.fail("Chromium not found: apt-get install chromium (CI installs it)")
+        pytest.fail("Chromium not found: bash scripts/setup.sh installs it (as root, apt-get), or set MINEWATCH_CHROMIUM")
     layer, img = write_scene(tmp_path)
     out = tmp_path / "review.html"
     build_review([layer], img, 10, 2, out)

@@ -237,8 +237,17 @@ def read_local_items(path: str | os.PathLike[str], level: str | None = None) -> 
 
 
 def declared_level(item: Mapping[str, Any]) -> str | None:
-    """L1C/L2A when an item says which (``processing:level`` or ``s2:product_type``), else None."""
-    props = item.get("properties", {})
+    """L1C/L2A when an item says which, else None.
+
+    In order: ``processing:level``, ``s2:product_type`` (``S2MSI1C``/``S2MSI2A``), a scene
+    classification asset (``SCL``: only L2A products have one), then the collection id or the
+    item id naming the level (``sentinel-2-l2a``, ``S2B_..._L2A``, ``MSIL1C``). Why so many: a
+    catalog that states none of them would otherwise be composited at whatever ``--level`` says,
+    e.g. L2A scenes masked with the L1C threshold rule instead of their own SCL.
+    """
+    import re
+
+    props = item.get("properties", {}) or {}
     pl = str(props.get("processing:level", "")).upper()
     pt = str(props.get("s2:product_type", "")).upper()
     if pl in ("L1C", "L2A"):
@@ -247,6 +256,12 @@ def declared_level(item: Mapping[str, Any]) -> str | None:
         return "L1C"
     if pt.endswith("2A"):
         return "L2A"
+    if any(str(k).lower() == "scl" for k in (item.get("assets") or {})):
+        return "L2A"
+    for name in (item.get("collection"), item.get("id")):
+        m = re.search(r"(?<![A-Z0-9])(?:MSI)?(L1C|L2A)(?![A-Z0-9])", str(name or "").upper().replace("-", "_"))
+        if m:
+            return m.group(1)
     return None
 
 
