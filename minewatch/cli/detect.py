@@ -45,6 +45,10 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     """
     from minewatch.cli.options import auto_tile_px, parse_band_names
     from minewatch.detect.engine import DetectRequest, run_detect
+    from minewatch.periods import parse_period
+
+    if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
+        period = parse_period(period, "--period").label
 
     band_names = parse_band_names(bands)
     tile_px = auto_tile_px(tile_px, imagery, models, band_names, log=lambda s: click.echo(s, err=True))

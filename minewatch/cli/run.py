@@ -45,6 +45,10 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     """
     from minewatch.detect.chain import ChainRequest, run_chain
     from minewatch.errors import MinewatchError
+    from minewatch.periods import parse_period
+
+    if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
+        period = parse_period(period, "--period").label
 
     if roi_file is None and imagery is None:
         demo = True

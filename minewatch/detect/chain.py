@@ -72,22 +72,11 @@ class ChainResult:
 
 
 def period_dates(period: str) -> tuple[dt.date, dt.date]:
-    """First and last day of ``2024`` or ``2024Q3``."""
-    from minewatch.postprocess.io import normalize_period
+    """First and last day of ``2024`` or ``2024Q3`` (one-line error for anything else)."""
+    from minewatch.periods import parse_period
 
-    p = normalize_period(period)
-    try:
-        year = int(p[:4])
-        if len(p) == 4:
-            return dt.date(year, 1, 1), dt.date(year, 12, 31)
-        if len(p) == 6 and p[4] == "Q" and p[5] in "1234":
-            q = int(p[5])
-            start = dt.date(year, 3 * q - 2, 1)
-            end = dt.date(year + (q == 4), (3 * q) % 12 + 1, 1) - dt.timedelta(days=1)
-            return start, end
-    except ValueError:
-        pass
-    raise MinewatchError("--period", f"expected a year (2024) or a quarter (2024Q3), got {period!r}")
+    p = parse_period(period, "--period")
+    return p.start, p.end
 
 
 def card_thresholds(packages: Sequence[Any]) -> tuple[float, float | None]:

@@ -51,6 +51,7 @@ from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, val
 from minewatch.detect.scorer import Scorer
 from minewatch.errors import MinewatchError
 from minewatch.grid import DEFAULT_RESOLUTION, DEFAULT_TILE_PX, Tile
+from minewatch.periods import parse_period
 
 COMMAND = "detect"
 TILES_DIR = "tiles"
@@ -152,9 +153,7 @@ class DetectResult:
 def resolve_period(imagery: Imagery, period: str | None) -> str:
     """The period label: as given, else from the imagery's dates (a whole year or quarter)."""
     if period:
-        from minewatch.postprocess.io import normalize_period
-
-        return normalize_period(period)
+        return parse_period(period, "--period").label
     start, end = imagery.dates
     found = period_from_dates(start, end)
     if found is None:

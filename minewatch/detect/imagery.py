@@ -544,10 +544,12 @@ def period_from_dates(start: str | None, end: str | None) -> str | None:
     """``2024`` for a whole calendar year, ``2024Q3`` for a whole quarter, else None.
 
     Accepts an inclusive end (``2024-12-31``) or an exclusive one (``2025-01-01``), as both
-    conventions appear in composites and chip metadata.
+    conventions appear in composites and chip metadata (see :func:`minewatch.periods.from_dates`).
     """
-    if not start or not end:
-        return None
+    from minewatch.periods import from_dates
+
+    p = from_dates(start, end)
+    return p.label if p is not None else None
     try:
         d0, d1 = dt.date.fromisoformat(start[:10]), dt.date.fromisoformat(end[:10])
     except ValueError:
