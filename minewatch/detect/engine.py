@@ -318,7 +318,21 @@ def _meta(plan: DetectPlan, imagery_source: str) -> dict[str, Any]:
         "inputs": [imagery_source, *plan.request.models],
         "crs": "EPSG:4326",
         "columns": {"score": "ensemble mean probability", **{c: "member probability" for c in plan.columns}},
+        "model_cards": _card_calibration(plan.request.models),
     }
+
+
+def _card_calibration(models: Sequence[str]) -> list[dict[str, Any]]:
+    """Each model's name and operating thresholds, so post-processing can use the card's calibration
+    without finding the package again (``minewatch postprocess`` defaults to it)."""
+    from minewatch.models.package import load_package
+
+    out = []
+    for m in models:
+        c = load_package(m).card
+        s99 = c.metrics.get("val_threshold_spec99")
+        out.append({"name": c.name, "threshold": float(c.threshold), "val_threshold_spec99": None if s99 is None else float(s99)})
+    return out
 
 
 def _geo_metadata_union(files: Sequence[Path]) -> bytes | None:
