@@ -53,6 +53,7 @@ from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, val
 from minewatch.detect.scorer import Scorer
 from minewatch.errors import MinewatchError
 from minewatch.grid import DEFAULT_RESOLUTION, DEFAULT_TILE_PX, Tile
+from minewatch.periods import parse_period
 
 COMMAND = "detect"
 TILES_DIR = "tiles"
@@ -85,6 +86,8 @@ class DetectRequest:
     resolution: float = DEFAULT_RESOLUTION
     level: str | None = None
     """Processing level to assume when the imagery does not state one."""
+    bands: tuple[str, ...] | None = None
+    """Band names of GeoTIFFs that do not name their own (``--bands``)."""
 
     def params(self) -> dict[str, Any]:
         d = asdict(self)
@@ -152,9 +155,7 @@ class DetectResult:
 def resolve_period(imagery: Imagery, period: str | None) -> str:
     """The period label: as given, else from the imagery's dates (a whole year or quarter)."""
     if period:
-        from minewatch.postprocess.io import normalize_period
-
-        return normalize_period(period)
+        return parse_period(period, "--period").label
     start, end = imagery.dates
     found = period_from_dates(start, end)
     if found is None:
@@ -187,7 +188,10 @@ def check_levels(imagery: Imagery, scorer: Scorer, assume: str | None = None) ->
 def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: Any = None) -> DetectPlan:
     """Tiles (sorted by id) that own at least one patch touching the imagery (and the ROI, if given)."""
     if request.tile_px <= 0 or request.tile_px % scorer.step_px:
-        raise MinewatchError("--tile-px", f"must be a positive multiple of the patch step ({scorer.step_px} px), got {request.tile_px}")
+        from minewatch.grid import tile_px_for_step
+
+        raise MinewatchError("--tile-px", f"must be a positive multiple of the patch step ({scorer.step_px} px), got {request.tile_px}; "
+                                          f"e.g. --tile-px {tile_px_for_step(request.tile_px if request.tile_px > 0 else DEFAULT_TILE_PX, scorer.step_px)}")
     if not 0.0 <= request.min_score <= 1.0:
         raise MinewatchError("--min-score", f"must be a probability in [0, 1], got {request.min_score}")
     if not 0.0 <= request.min_valid <= 1.0:
@@ -528,7 +532,7 @@ def run_detect(
     say = log or (lambda s: None)
     out = Path(out_dir).absolute()  # workers may run elsewhere; the manifest records paths below it
     scorer = Scorer.load(request.models)
-    imagery = open_imagery(imagery_path)
+    imagery = open_imagery(imagery_path, request.bands)
     # workers (other processes, other machines) load the packages by absolute path
     models = tuple(str(p.path.resolve()) for p in scorer.packages)
     request = DetectRequest(**{**asdict(request), "models": models, "period": resolve_period(imagery, request.period)})
