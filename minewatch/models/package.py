@@ -266,14 +266,14 @@ def check_graph_file(path: Path, card: ModelCard, fcn: bool = False) -> None:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf raises its own types
-        raise MinewatchError(path, f"not a readable ONNX graph ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+        raise MinewatchError(path, f"not a loadable ONNX graph ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
     for name in sorted(graph_external_files(model)):
         if not (path.parent / name).exists():
             raise MinewatchError(path.parent / name, f"weights file that {path.name} points at is missing (copy the whole package folder)")
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if not inputs:
-        raise MinewatchError(path, "graph has no input")
+        raise MinewatchError(path, "not a loadable ONNX graph (empty, or it declares no input)")
     dims = _dims(inputs[0])
     nb = len(card.spec.bands)
     if len(dims) != 4:
