@@ -25,7 +25,7 @@ from minewatch.errors import MinewatchError
 @click.option("--collection", default=None, help="Collection id for a STAC API URL source [default: by level].")
 @click.option("--mask", "mask", type=click.Choice(["scl", "scene-mask", "s2cloudless", "threshold"]), default=None, help="Cloud mask [default: scl for L2A; L1C: scene mask if present, else s2cloudless if installed, else threshold].")
 @click.option("--resampling", type=click.Choice(["nearest", "bilinear", "cubic", "average"]), default="nearest", show_default=True, help="Resampling of 20/60 m bands to the output grid.")
-@click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster, the default), 'threads' or 'synchronous' (in process).")
+@click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster), 'threads' or 'synchronous' (in process); default 'auto': in process on one machine (minewatch.scheduling says the rule).")
 @click.option("--workers", type=int, default=None, help="Workers for a LocalCluster / threads in process.")
 @click.option("--memory-limit", default="4GiB", show_default=True, help="Memory limit per LocalCluster worker.")
 @click.option("--chunk-px", type=click.IntRange(64, 4096), default=512, show_default=True, help="Spatial block a worker reads and reduces at once (peak memory ~0.8 GiB at 512 for 12 bands x 20 dates; ~0.4 GiB at 256).")

@@ -28,13 +28,13 @@ def out_option(help: str = "Output folder.", *, required: bool = True, file_okay
                         type=click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=Path))  # fmt: skip
 
 
-def workers_option(help: str = "Parallel workers: Dask LocalCluster workers, or threads in process [default: one per core].") -> Decorator:
+def workers_option(help: str = "Parallel workers: Dask LocalCluster workers [default: one per 8 cores], or tiles at once in process [default: 1, every core inside the tile].") -> Decorator:
     return click.option("--workers", type=click.IntRange(1, 512), default=None, help=help)
 
 
 def scheduler_option() -> Decorator:
     return click.option("--scheduler", default=None,
-                        help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster, the default), 'threads' or 'synchronous' (in process).")  # fmt: skip
+                        help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster), 'threads' or 'synchronous' (in process); default 'auto': in process on one machine (minewatch.scheduling says the rule).")  # fmt: skip
 
 
 def quiet_option() -> Decorator:

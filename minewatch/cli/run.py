@@ -28,8 +28,8 @@ from minewatch.cli.options import level_option
 @click.option("--simplify", "simplify_m", type=float, default=None, metavar="METRES", help="Also write simplified polygons.")
 @click.option("--no-map", is_flag=True, help="Skip the web map.")
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per core).")
-@click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (default), 'threads' or 'synchronous'.")
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per 8 cores) or tiles at once in process (default 1).")
+@click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (a LocalCluster), 'threads' or 'synchronous'; default 'auto': in process on one machine.")
 @click.option("--overwrite", is_flag=True, help="Start over: delete the previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path | None, out_dir: Path | None, models: tuple[str, ...],

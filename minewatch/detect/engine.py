@@ -24,8 +24,10 @@ Outputs (all WGS84 where geographic)::
     OUT/summary.json           totals, parameters, models, warnings, speed
     OUT/manifest.json          the run manifest (minewatch.runs)
 
-Schedulers: ``None``/``"local"`` a ``distributed.LocalCluster`` (process workers, one task at a
-time each, ONNX Runtime threads = cores / workers); an address (``tcp://host:8786``) a running
+Schedulers: ``None``/``"auto"`` follows :func:`minewatch.scheduling.resolve_scheduler` (on one
+machine: in process, tiles one after another, ONNX Runtime on every core); ``"local"`` a
+``distributed.LocalCluster`` (process workers, one task at a time each, ONNX Runtime threads =
+cores / workers); an address (``tcp://host:8786``) a running
 cluster (its workers must see the imagery, the models and ``out_dir``); ``"threads"`` and
 ``"synchronous"`` run in this process.
 """
@@ -468,10 +470,15 @@ def execute(
         bar.update(1)
         bar.set_postfix_str(f"{scored / max(time.perf_counter() - t0, 1e-9):,.0f} patches/s", refresh=False)
 
-    cpus = os.cpu_count() or 1
+    from minewatch.scheduling import cluster_workers, cores, resolve_scheduler
+
+    cpus = cores()
+    auto = scheduler in (None, "auto")
+    scheduler = resolve_scheduler(scheduler, len(jobs))
     try:
         if scheduler in ("synchronous", "threads"):
-            n = 1 if scheduler == "synchronous" else (workers or cpus)
+            # auto: tiles one after another, ONNX Runtime on every core (fastest measured on one machine)
+            n = 1 if scheduler == "synchronous" else (workers or (1 if auto else cpus))
             threads = None if n == 1 else max(1, cpus // n)
             if n == 1:
                 for job in jobs:
@@ -489,8 +496,8 @@ def execute(
 
         cluster = None
         threads: int | None = None
-        if scheduler in (None, "local"):
-            n = workers or cpus
+        if scheduler == "local":
+            n = workers or cluster_workers()
             threads = max(1, cpus // n)
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit or "4GiB",
