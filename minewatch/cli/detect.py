@@ -24,11 +24,12 @@ import click
 @click.option("--no-fast", is_flag=True, help="Score patch by patch even when the model has a fully-convolutional graph (same scores, slower).")
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
 @click.option("--level", type=click.Choice(["l1c", "l2a"], case_sensitive=False), default=None, help="Processing level of imagery that does not state one.")
+@click.option("--masks", is_flag=True, help="Also write OUT/masks/<tile>.tif: the mined-pixel mask (uint8 COG: 1 scar inside a written patch, 2 scar elsewhere, 0 not scar, 255 no data).")
 @click.option("--overwrite", is_flag=True, help="Start over: delete a previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str | None, min_score: float, min_valid: float,
             geojson: bool, workers: int | None, scheduler: str | None, memory_limit: str, no_fast: bool, tile_px: int | None,
-            level: str | None, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+            level: str | None, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
     """Score every patch of IMAGERY and write patch scores (GeoParquet, WGS84) to OUT.
 
     Patches are 48 px squares on a 24 px lattice aligned to the global tile grid; each tile is read
@@ -50,7 +51,7 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
         tile_px = open_imagery(imagery).tile_px or DEFAULT_TILE_PX
     req = DetectRequest(
         models=tuple(models), period=period or "", min_score=min_score, min_valid=min_valid,
-        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None,
+        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None, masks=masks,
     )  # fmt: skip
     res = run_detect(
         imagery, req, out_dir, geojson=geojson, scheduler=scheduler, workers=workers, memory_limit=memory_limit,
