@@ -24,8 +24,10 @@ Outputs (all WGS84 where geographic)::
     OUT/summary.json           totals, parameters, models, warnings, speed
     OUT/manifest.json          the run manifest (minewatch.runs)
 
-Schedulers: ``None``/``"local"`` a ``distributed.LocalCluster`` (process workers, one task at a
-time each, ONNX Runtime threads = cores / workers); an address (``tcp://host:8786``) a running
+Schedulers: ``None``/``"auto"`` follows :func:`minewatch.scheduling.resolve_scheduler` (on one
+machine: in process, tiles one after another, ONNX Runtime on every core); ``"local"`` a
+``distributed.LocalCluster`` (process workers, one task at a time each, ONNX Runtime threads =
+cores / workers); an address (``tcp://host:8786``) a running
 cluster (its workers must see the imagery, the models and ``out_dir``); ``"threads"`` and
 ``"synchronous"`` run in this process.
 """
@@ -52,6 +54,7 @@ from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, val
 from minewatch.detect.scorer import Scorer
 from minewatch.errors import MinewatchError
 from minewatch.grid import DEFAULT_RESOLUTION, DEFAULT_TILE_PX, Tile
+from minewatch.periods import parse_period
 
 COMMAND = "detect"
 TILES_DIR = "tiles"
@@ -84,6 +87,8 @@ class DetectRequest:
     resolution: float = DEFAULT_RESOLUTION
     level: str | None = None
     """Processing level to assume when the imagery does not state one."""
+    bands: tuple[str, ...] | None = None
+    """Band names of GeoTIFFs that do not name their own (``--bands``)."""
     masks: bool = False
     """Also write ``masks/<tile>.tif``: the per-pixel scar mask inside written patches (uint8 COG)."""
 
@@ -155,9 +160,7 @@ class DetectResult:
 def resolve_period(imagery: Imagery, period: str | None) -> str:
     """The period label: as given, else from the imagery's dates (a whole year or quarter)."""
     if period:
-        from minewatch.postprocess.io import normalize_period
-
-        return normalize_period(period)
+        return parse_period(period, "--period").label
     start, end = imagery.dates
     found = period_from_dates(start, end)
     if found is None:
@@ -190,7 +193,10 @@ def check_levels(imagery: Imagery, scorer: Scorer, assume: str | None = None) ->
 def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: Any = None) -> DetectPlan:
     """Tiles (sorted by id) that own at least one patch touching the imagery (and the ROI, if given)."""
     if request.tile_px <= 0 or request.tile_px % scorer.step_px:
-        raise MinewatchError("--tile-px", f"must be a positive multiple of the patch step ({scorer.step_px} px), got {request.tile_px}")
+        from minewatch.grid import tile_px_for_step
+
+        raise MinewatchError("--tile-px", f"must be a positive multiple of the patch step ({scorer.step_px} px), got {request.tile_px}; "
+                                          f"e.g. --tile-px {tile_px_for_step(request.tile_px if request.tile_px > 0 else DEFAULT_TILE_PX, scorer.step_px)}")
     if not 0.0 <= request.min_score <= 1.0:
         raise MinewatchError("--min-score", f"must be a probability in [0, 1], got {request.min_score}")
     if not 0.0 <= request.min_valid <= 1.0:
@@ -465,10 +471,15 @@ def execute(
         bar.update(1)
         bar.set_postfix_str(f"{scored / max(time.perf_counter() - t0, 1e-9):,.0f} patches/s", refresh=False)
 
-    cpus = os.cpu_count() or 1
+    from minewatch.scheduling import cluster_workers, cores, resolve_scheduler
+
+    cpus = cores()
+    auto = scheduler in (None, "auto")
+    scheduler = resolve_scheduler(scheduler, len(jobs))
     try:
         if scheduler in ("synchronous", "threads"):
-            n = 1 if scheduler == "synchronous" else (workers or cpus)
+            # auto: tiles one after another, ONNX Runtime on every core (fastest measured on one machine)
+            n = 1 if scheduler == "synchronous" else (workers or (1 if auto else cpus))
             threads = None if n == 1 else max(1, cpus // n)
             if n == 1:
                 for job in jobs:
@@ -486,8 +497,8 @@ def execute(
 
         cluster = None
         threads: int | None = None
-        if scheduler in (None, "local"):
-            n = workers or cpus
+        if scheduler == "local":
+            n = workers or cluster_workers()
             threads = max(1, cpus // n)
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit or "4GiB",
@@ -536,7 +547,7 @@ def run_detect(
     say = log or (lambda s: None)
     out = Path(out_dir).absolute()  # workers may run elsewhere; the manifest records paths below it
     scorer = Scorer.load(request.models)
-    imagery = open_imagery(imagery_path)
+    imagery = open_imagery(imagery_path, request.bands)
     # workers (other processes, other machines) load the packages by absolute path
     models = tuple(str(p.path.resolve()) for p in scorer.packages)
     request = DetectRequest(**{**asdict(request), "models": models, "period": resolve_period(imagery, request.period)})

@@ -29,8 +29,10 @@ layers are comparable without picking a regional projection."""
 M2_PER_HA = 10_000.0
 
 def sort_periods(periods: Sequence[str]) -> list[str]:
-    """Unique periods in time order (``2024`` sorts before ``2024Q1``: text order does this)."""
-    return sorted({p for p in periods if p})
+    """Unique periods in time order (``2024`` sorts before ``2024Q1``; see :mod:`minewatch.periods`)."""
+    from minewatch.periods import sort_periods as _sort
+
+    return _sort(periods)
 
 
 def _read_vector(path: Path) -> gpd.GeoDataFrame:
