@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="postprocess")
+@crs_option
 @click.argument("patches", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--preset", type=click.Choice(["single", "cumulative", "mean06"]), default="single", show_default=True,
