@@ -54,4 +54,5 @@ def command(patches: Path, out_dir: Path, preset: str, model: str | None, t_main
     res = run_postprocess(patches, out_dir, params, simplify_m=simplify_m, period=period)
     s = res.stats
     click.echo(f"{s['patches_kept']:,} of {s['patches_in']:,} patches kept ({s['patches_isolated_dropped']:,} isolated dropped) "
-               f"→ {s['polygons']:,} polygons, {s['area_ha']:,.1f} ha; wrote {out_dir}/mining.parquet, mining.geojson")
+               f"→ {s['polygons']:,} polygons, footprint {s['footprint_ha']:,.1f} ha, mined (estimate) "
+               f"{'n/a' if s['mined_ha'] is None else format(s['mined_ha'], ',.1f')} ha; wrote {out_dir}/mining.parquet, mining.geojson")

@@ -61,6 +61,8 @@ class ChainRequest:
     map: bool = True
     tile_px: int | None = None
     """Tile size for compositing and detection; default: the composites' own, else 1008."""
+    masks: bool = False
+    """Detect also writes the per-pixel mined mask, ``detect/masks/<tile>.tif``."""
 
 
 @dataclass
@@ -260,7 +262,7 @@ def run_chain(
 
         tile_px = auto_tile_px(req.tile_px, imagery, req.models, log=say)
         dreq = DetectRequest(models=tuple(req.models), period=period or "", min_score=req.min_score, min_valid=req.min_valid,
-                             level=req.level, tile_px=tile_px)  # fmt: skip
+                             level=req.level, tile_px=tile_px, masks=req.masks)  # fmt: skip
         det = run_detect(
             imagery, dreq, out / "detect", roi=roi.geometry if roi is not None else None, roi_file=roi_file,
             scheduler=scheduler, workers=workers, progress=progress, fresh=fresh, argv=argv, log=say,
@@ -329,8 +331,10 @@ def _postprocess(req: ChainRequest, scorer: Any, out: Path, res: ChainResult, sa
     folder = out / "postprocess"
     pp = run_postprocess(out / "detect" / "patches.parquet", folder, params, simplify_m=req.simplify_m)
     s = pp.stats
-    res.stages["postprocess"] = {"folder": str(folder), "thresholds": params.as_dict(), **{k: s[k] for k in ("patches_in", "patches_kept", "polygons", "area_ha")}}
-    res.lines.append(f"postprocess: {s['patches_kept']:,} of {s['patches_in']:,} patches kept → {s['polygons']:,} polygons, {s['area_ha']:,.1f} ha")
+    res.stages["postprocess"] = {"folder": str(folder), "thresholds": params.as_dict(), **{k: s[k] for k in ("patches_in", "patches_kept", "polygons", "area_ha", "footprint_ha", "mined_ha")}}
+    mined = "n/a" if s["mined_ha"] is None else f"{s['mined_ha']:,.1f} ha"
+    res.lines.append(f"postprocess: {s['patches_kept']:,} of {s['patches_in']:,} patches kept → {s['polygons']:,} polygons, "
+                     f"mined area (estimate) {mined} inside a footprint of {s['footprint_ha']:,.1f} ha")
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
