@@ -192,6 +192,30 @@ def resolve_source(
     return Source(name, "file", str(path.resolve()), level, collection, **common)
 
 
+def default_level(spec: str) -> tuple[str, str]:
+    """The level to use when ``--level`` is not given, and why.
+
+    L2A for catalogs on the network: free from Earth Search and Planetary Computer with no account
+    (Earth Search L1C is requester-pays). A local catalog: the level its items state (so L1C
+    scenes are masked as L1C and L2A scenes with their own SCL), else L2A.
+    """
+    name = spec.strip()
+    if name in ("earth-search", "planetary-computer") or "://" in name:
+        return "L2A", "the default for public catalogs (free, no account; --level l1c for top-of-atmosphere imagery)"
+    try:
+        path = Path(resolve_source(name, "L2A").location)
+        levels = {declared_level(d) for d in read_local_items(path)}
+    except MinewatchError:
+        return "L2A", "the default"
+    levels.discard(None)
+    if len(levels) == 1:
+        lvl = next(iter(levels))
+        return str(lvl), f"the level the items of {name} state"
+    if len(levels) > 1:
+        raise MinewatchError(name, f"catalog mixes processing levels {sorted(map(str, levels))}; give --level to pick one")
+    return "L2A", f"the default (the items of {name} do not state a level; --level l1c if they are top-of-atmosphere)"
+
+
 # --------------------------------------------------------------------------------------------------
 # Local catalogs
 # --------------------------------------------------------------------------------------------------

@@ -71,26 +71,15 @@ def sort_periods(values: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------- read
 
 
-def read_vector(path: str | Path) -> gpd.GeoDataFrame:
-    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors."""
-    path = Path(path)
-    if not path.exists():
-        raise MinewatchError(path, "file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(path)
-        else:
-            gdf = gpd.read_file(path)
-    except Exception as e:  # noqa: BLE001 - pyogrio/pyarrow raise many types; report one line
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise MinewatchError(path, f"cannot read as a vector layer ({msg})") from None
-    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
-        raise MinewatchError(path, "no geometry column")
-    if gdf.crs is None:  # RFC 7946 GeoJSON has no CRS member: it is WGS84 by definition
-        gdf = gdf.set_crs(4326)
-    elif not gdf.crs.equals("EPSG:4326"):
-        gdf = gdf.to_crs(4326)
-    return gdf
+def read_vector(path: str | Path, crs: Any = None) -> gpd.GeoDataFrame:
+    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors.
+
+    The one vector reader (:func:`minewatch.vectors.read_vector`): coordinates that do not fit
+    lon/lat in a file that states no CRS are refused unless ``--crs`` says what they are.
+    """
+    from minewatch.vectors import read_vector as _read
+
+    return _read(path, crs)
 
 
 def periods_for(gdf: pd.DataFrame, path: Path, period: str | None) -> pd.Series:
