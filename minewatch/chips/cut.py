@@ -265,7 +265,7 @@ def chips_from_imagery(
         raise MinewatchError("--min-valid", f"must be between 0 and 1, got {min_valid}")
     pts = read_points_any(points_path, label, label_field)
     snap = snap or ("patch" if pts.kind == "review" else "pixel")
-    img = open_imagery(imagery_path)
+    img = open_imagery(imagery_path, bands)
     have = list(img.rasters[0].bands)
     if bands is None:
         bands = ["B4", "B3", "B2"] if all(b in have for b in ("B4", "B3", "B2")) else have

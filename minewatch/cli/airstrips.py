@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="airstrips")
+@crs_option
 @click.argument("airstrips", type=click.Path(path_type=Path))
 @click.option("--mining", "mining", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Mining layer (repeat to use the union of several, e.g. periods up to a year).")

@@ -19,7 +19,7 @@ import click
 @click.option("--start", default=None, help="First day of the compositing window, YYYY-MM-DD (not with --imagery).")
 @click.option("--end", default=None, help="Last day of the compositing window, YYYY-MM-DD (not with --imagery).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
-@click.option("--bands", default=None, help="Comma-separated bands, in channel order [default: B4,B3,B2; with --imagery: B4,B3,B2 if present, else all].")
+@click.option("--bands", default=None, help="Comma-separated bands in channel order, or model:NAME for the bands model NAME scores [default: model:default; with --imagery: B4,B3,B2 if present, else all].")
 @click.option("--size", type=int, default=48, show_default=True, help="Chip size in pixels.")
 @click.option("--level", type=click.Choice(["l2a", "l1c"], case_sensitive=False), default="l2a", show_default=True)
 @click.option("--rendering", type=click.Choice(["uint8", "dn"]), default="uint8", show_default=True, help="uint8: round(clip(DN/3000,0,1)*255) like the reference chips; dn: raw uint16 DN.")
@@ -47,7 +47,7 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
             raise MinewatchError(", ".join(given), "not used with --imagery (the chips are cut from that imagery as it is)")
         out = chips_from_imagery(
             points_path, imagery_path, out_dir, label=label, label_field=label_field,
-            bands=[b.strip() for b in bands.split(",") if b.strip()] if bands else None, size=size, rendering=rendering,
+            bands=_imagery_bands(bands), size=size, rendering=rendering,
             snap=snap, min_valid=min_valid, tile_px=tile_px, log=lambda s: click.echo(s, err=True),
         )  # fmt: skip
         chips = load_chips(out)
@@ -58,9 +58,9 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
     if snap is not None:
         raise MinewatchError("--snap", "only with --imagery")
     source = source or "earth-search"
-    bands = bands or "B4,B3,B2"
+    bands = bands or "model:default"
     from minewatch.chips.sample import sample_chips
-    from minewatch.imagery.engine import parse_bands
+    from minewatch.cli.options import composite_bands
     from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
 
@@ -69,7 +69,7 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
     src = resolve_source(source, lvl, retries=retries)
     out = sample_chips(
         points_path, out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
-        bands=parse_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
+        bands=composite_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
         composites_dir=composites_dir, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
         log=lambda s: click.echo(s, err=True),
     )  # fmt: skip
@@ -77,3 +77,12 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
 
     chips = load_chips(out)
     click.echo(f"{out}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")
+
+
+def _imagery_bands(text: str | None) -> list[str] | None:
+    from minewatch.cli.options import model_bands
+
+    mb = model_bands(text)
+    if mb is not None:
+        return list(mb)
+    return [b.strip() for b in text.split(",") if b.strip()] if text else None

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="impacts")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--zones", "zones_path", required=True, type=click.Path(path_type=Path), help="Zone polygons (GeoJSON/GeoParquet).")
 @click.option("--id-field", required=True, help="Zone property holding a unique id.")
@@ -24,6 +27,8 @@ def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_fiel
 
     res = run_impacts(list(layers), zones_path, id_field, name_field, out_dir, area_field=area_field, reference=reference)
     s = res.summary
+    for note in s.get("notes", []):
+        click.echo(f"note: {note}")
     click.echo(f"{s['zones_with_mining']} of {s['zones']} zones with mining; {s['zone_periods_with_mining']} zone-periods; wrote {out_dir}")
     if "reference" in s:
         r = s["reference"]

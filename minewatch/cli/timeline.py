@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="timeline")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--area-field", default="auto", show_default=True,
