@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+WRITES = tuple(f"{n}{x}" for n in ("impacts.csv", "zones.csv", "agreement.csv") for x in ("", ".meta.json")) + (
+    "zones.parquet", "zones.geojson", "summary.json")
 
 @click.command(name="impacts")
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -21,8 +23,14 @@ def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_fiel
             reference: Path | None, out_dir: Path) -> None:
     """Mined hectares of LAYERS inside each zone, per period: impacts.csv, zones.{csv,geojson,parquet}."""
     from minewatch.impacts.pipeline import run_impacts
+    from minewatch.runs import UnitRun, abs_path
 
-    res = run_impacts(list(layers), zones_path, id_field, name_field, out_dir, area_field=area_field, reference=reference)
+    layers = tuple(abs_path(p) for p in layers)
+    zones_path, out_dir = abs_path(zones_path), abs_path(out_dir)
+    reference = abs_path(reference) if reference is not None else None
+    params = {"id_field": id_field, "name_field": name_field, "area_field": area_field}
+    with UnitRun(out_dir, "impacts", params, {"layer": list(layers), "zones": zones_path, "reference": reference}, writes=WRITES) as run:
+        res = run_impacts(list(layers), zones_path, id_field, name_field, run.staging, area_field=area_field, reference=reference)
     s = res.summary
     click.echo(f"{s['zones_with_mining']} of {s['zones']} zones with mining; {s['zone_periods_with_mining']} zone-periods; wrote {out_dir}")
     if "reference" in s:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+WRITES = ("mining.parquet", "mining.geojson", "mining_simplified.parquet", "mining_simplified.geojson", "summary.json")
+"""What ``postprocess`` writes in its folder (an input there under one of these names is refused)."""
 
 @click.command(name="postprocess")
 @click.argument("patches", type=click.Path(path_type=Path))
@@ -24,9 +26,13 @@ def command(patches: Path, out_dir: Path, preset: str, t_main: float | None, t_i
     """Threshold and dissolve PATCHES (GeoParquet from `minewatch detect`) into mining polygons."""
     from minewatch.postprocess.pipeline import run_postprocess
     from minewatch.postprocess.threshold import preset as make_preset
+    from minewatch.runs import UnitRun, abs_path
 
+    patches, out_dir = abs_path(patches), abs_path(out_dir)
     params = make_preset(preset, t_main=t_main, t_iso=t_iso, k=k, distance_km=distance_km)
-    res = run_postprocess(patches, out_dir, params, simplify_m=simplify_m, period=period)
+    recorded = {**params.as_dict(), "preset": preset, "simplify_m": simplify_m, "period": period}
+    with UnitRun(out_dir, "postprocess", recorded, {"patches": patches}, writes=WRITES) as run:
+        res = run_postprocess(patches, run.staging, params, simplify_m=simplify_m, period=period)
     s = res.stats
     click.echo(f"{s['patches_kept']:,} of {s['patches_in']:,} patches kept ({s['patches_isolated_dropped']:,} isolated dropped) "
                f"→ {s['polygons']:,} polygons, {s['area_ha']:,.1f} ha; wrote {out_dir}/mining.parquet, mining.geojson")
