@@ -34,6 +34,17 @@ PATCH_PX = 48
 STEP_PX = 24
 
 
+def tile_px_for_step(preferred: int, step_px: int) -> int:
+    """The multiple of a model's patch step nearest to ``preferred`` (ties go up), at least one step.
+
+    Why: tiles must hold a whole number of steps so patch lattices continue across tiles; a model
+    with another step than 24 px (the 2021 RGB model: 22 px) cannot use the default 1008 px.
+    """
+    if step_px <= 0:
+        raise ValueError(f"step must be positive, got {step_px}")
+    return max(step_px, int((preferred + step_px / 2) // step_px) * step_px)
+
+
 def utm_zone(lon: float) -> int:
     """UTM zone number (1-60) of a longitude in degrees (no Norway/Svalbard exceptions)."""
     lon = ((lon + 180.0) % 360.0) - 180.0

@@ -149,7 +149,7 @@ def test_report_cli_on_published_layers(tmp_path: Path, shared_data: Path) -> No
 
 def test_report_opens_in_chromium_and_prints_pdf(tmp_path: Path) -> None:
     if find_chromium() is None:
-        pytest.fail("Chromium not found: apt-get install chromium (CI installs it)")
+        pytest.fail("Chromium not found: bash scripts/setup.sh installs it (as root, apt-get), or set MINEWATCH_CHROMIUM")
     run = make_run(tmp_path)
     out = tmp_path / "report.html"
     build_report(discover_run(run), out, basemap="none")

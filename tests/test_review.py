@@ -124,7 +124,7 @@ def test_build_review_page_and_cli(tmp_path: Path) -> None:
     s4 = build_review([layer], None, 3, 1, tmp_path / "noimg.html")
     assert s4.n_missing_imagery == 3 and all(it["img"] is None for it in s4.items)
     r = CliRunner().invoke(cli, ["review", str(layer), "--imagery", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.html")])
-    assert r.exit_code == 2 and "imagery folder not found" in r.output and not (tmp_path / "x.html").exists()
+    assert r.exit_code == 2 and "imagery not found" in r.output and not (tmp_path / "x.html").exists()
 
 
 def _wilson_by_bisection(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -189,7 +189,7 @@ def test_review_page_keyboard_labels_persist_and_export(tmp_path: Path) -> None:
     """In Chromium: y / n / s keys label, labels survive a reload (localStorage), the CSV feeds precision."""
     exe = find_chromium()
     if exe is None:
-        pytest.fail("Chromium not found: apt-get install chromium (CI installs it)")
+        pytest.fail("Chromium not found: bash scripts/setup.sh installs it (as root, apt-get), or set MINEWATCH_CHROMIUM")
     layer, img = write_scene(tmp_path)
     out = tmp_path / "review.html"
     build_review([layer], img, 10, 2, out)

@@ -189,7 +189,7 @@ def require_chromium() -> str:
     """Chromium is a test dependency (CI installs it): missing is a failure, never a skip."""
     exe = find_chromium()
     if exe is None or not Path(exe).exists():
-        pytest.fail("Chromium not found: apt-get install chromium (or set MINEWATCH_CHROMIUM); the web map tests need it")
+        pytest.fail("Chromium not found: bash scripts/setup.sh installs it (as root, apt-get), or set MINEWATCH_CHROMIUM; the web map tests need it")
     return exe
 
 

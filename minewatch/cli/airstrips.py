@@ -6,9 +6,13 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 WRITES = ("airstrips.parquet", "airstrips.geojson", "airstrips.csv", "airstrips.csv.meta.json", "summary.json")
 
+
 @click.command(name="airstrips")
+@crs_option
 @click.argument("airstrips", type=click.Path(path_type=Path))
 @click.option("--mining", "mining", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Mining layer (repeat to use the union of several, e.g. periods up to a year).")

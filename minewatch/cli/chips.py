@@ -16,7 +16,7 @@ import click
 @click.option("--start", required=True, help="First day of the compositing window, YYYY-MM-DD.")
 @click.option("--end", required=True, help="Last day of the compositing window, YYYY-MM-DD.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
-@click.option("--bands", default="B4,B3,B2", show_default=True, help="Comma-separated bands, in channel order.")
+@click.option("--bands", default="model:default", show_default=True, help="Comma-separated bands in channel order, or model:NAME for the bands model NAME scores.")
 @click.option("--size", type=int, default=48, show_default=True, help="Chip size in pixels.")
 @click.option("--level", type=click.Choice(["l2a", "l1c"], case_sensitive=False), default="l2a", show_default=True)
 @click.option("--rendering", type=click.Choice(["uint8", "dn"]), default="uint8", show_default=True, help="uint8: round(clip(DN/3000,0,1)*255) like the reference chips; dn: raw uint16 DN.")
@@ -34,7 +34,7 @@ def command(points_path: Path, label: int | None, label_field: str | None, sourc
     write a chip dataset (chips.npz, chips.csv with lon/lat, dates, clear fraction and source file
     per chip, bands.json) to OUT."""
     from minewatch.chips.sample import sample_chips
-    from minewatch.imagery.engine import parse_bands
+    from minewatch.cli.options import composite_bands
     from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
 
@@ -43,7 +43,7 @@ def command(points_path: Path, label: int | None, label_field: str | None, sourc
     src = resolve_source(source, lvl, retries=retries)
     out = sample_chips(
         points_path, out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
-        bands=parse_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
+        bands=composite_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
         composites_dir=composites_dir, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
         log=lambda s: click.echo(s, err=True),
     )  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from minewatch.cli.options import composite_bands, level_option
 from minewatch.errors import MinewatchError
 
 
@@ -16,15 +17,15 @@ from minewatch.errors import MinewatchError
 @click.option("--end", required=True, help="Last day, YYYY-MM-DD (inclusive).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
 @click.option("--source", default="earth-search", show_default=True, help="earth-search | planetary-computer | a STAC API URL | a local catalog.json / ItemCollection file.")
-@click.option("--level", type=click.Choice(["l2a", "l1c"], case_sensitive=False), default="l2a", show_default=True, help="L2A (surface reflectance, free everywhere) or L1C (top of atmosphere, the level the reference models were trained on).")
-@click.option("--bands", default=None, help="Comma-separated bands in output order, e.g. B4,B3,B2 [default: the 12 bands B1..B12 without B10].")
+@level_option(default=None, extra_help="[default: l2a for public catalogs; a local catalog: the level its items state]")
+@click.option("--bands", default=None, help="Comma-separated bands in output order, e.g. B4,B3,B2, or model:NAME for the bands model NAME scores (model:default) [default: the 12 bands B1..B12 without B10].")
 @click.option("--max-scene-cloud", type=click.FloatRange(0, 100), default=60.0, show_default=True, help="Skip scenes whose catalog cloud cover exceeds this percentage.")
 @click.option("--resolution", type=float, default=10.0, show_default=True, help="Output pixel size in metres.")
 @click.option("--tile-px", type=int, default=1008, show_default=True, help="Tile size in pixels (multiple of 24).")
 @click.option("--collection", default=None, help="Collection id for a STAC API URL source [default: by level].")
 @click.option("--mask", "mask", type=click.Choice(["scl", "scene-mask", "s2cloudless", "threshold"]), default=None, help="Cloud mask [default: scl for L2A; L1C: scene mask if present, else s2cloudless if installed, else threshold].")
 @click.option("--resampling", type=click.Choice(["nearest", "bilinear", "cubic", "average"]), default="nearest", show_default=True, help="Resampling of 20/60 m bands to the output grid.")
-@click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster, the default), 'threads' or 'synchronous' (in process).")
+@click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster), 'threads' or 'synchronous' (in process); default 'auto': in process on one machine (minewatch.scheduling says the rule).")
 @click.option("--workers", type=int, default=None, help="Workers for a LocalCluster / threads in process.")
 @click.option("--memory-limit", default="4GiB", show_default=True, help="Memory limit per LocalCluster worker.")
 @click.option("--chunk-px", type=click.IntRange(64, 4096), default=512, show_default=True, help="Spatial block a worker reads and reduces at once (peak memory ~0.8 GiB at 512 for 12 bands x 20 dates; ~0.4 GiB at 256).")
@@ -32,7 +33,7 @@ from minewatch.errors import MinewatchError
 @click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True, help="HTTP retries (exponential backoff) for STAC API requests.")
 @click.option("--overwrite", is_flag=True, help="Start over: delete a previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(roi_path: Path, start: str, end: str, out_dir: Path, source: str, level: str, bands: str | None,
+def command(roi_path: Path, start: str, end: str, out_dir: Path, source: str, level: str | None, bands: str | None,
             max_scene_cloud: float, resolution: float, tile_px: int, collection: str | None, mask: str | None,
             resampling: str, scheduler: str | None, workers: int | None, memory_limit: str, max_tiles: int | None,
             chunk_px: int, retries: int, overwrite: bool, quiet: bool) -> None:  # fmt: skip
@@ -47,19 +48,21 @@ def command(roi_path: Path, start: str, end: str, out_dir: Path, source: str, le
       minewatch composite --roi area.geojson --start 2024-01-01 --end 2024-12-31 --out comp/ \\
           --source my_scenes/catalog.json --scheduler tcp://10.0.0.5:8786
     """
-    from minewatch.imagery.engine import CompositeRequest, parse_bands, run_composites
+    from minewatch.imagery.engine import CompositeRequest, run_composites
     from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
     from minewatch.roi import read_roi
 
-    lvl = level.upper()
+    from minewatch.imagery.sources import default_level
+
+    lvl = level.upper() if level else default_level(source)[0]
     d0, d1 = check_window(start, end, tile_px)
     if resolution <= 0:
         raise MinewatchError("--resolution", f"must be positive, got {resolution}")
     roi = read_roi(roi_path)
     tiles = roi.tiles(tile_px, resolution, max_tiles)
     src = resolve_source(source, lvl, collection=collection, retries=retries)
-    req = CompositeRequest(start=d0, end=d1, bands=parse_bands(bands, lvl), level=lvl, max_scene_cloud=max_scene_cloud, resampling=resampling, mask=mask, chunk_px=chunk_px)
+    req = CompositeRequest(start=d0, end=d1, bands=composite_bands(bands, lvl), level=lvl, max_scene_cloud=max_scene_cloud, resampling=resampling, mask=mask, chunk_px=chunk_px)
     click.echo(f"{len(tiles)} tile(s) of {tile_px * resolution / 1000:g} km, {lvl} from {src.name}, bands {','.join(req.bands)}", err=True)
     res = run_composites(
         tiles, req, src, out_dir, roi_file=roi_path, scheduler=scheduler, workers=workers, memory_limit=memory_limit,

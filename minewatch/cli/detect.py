@@ -18,17 +18,19 @@ import click
 @click.option("--min-score", type=float, default=0.4, show_default=True, help="Do not write patches scoring below this (they are still counted).")
 @click.option("--min-valid", type=float, default=0.8, show_default=True, help="Skip patches with a smaller fraction of valid pixels (nodata, no clear observation).")
 @click.option("--geojson", is_flag=True, help="Also write patches.geojson (WGS84).")
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per core) or threads in process.")
-@click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster, the default), 'threads' or 'synchronous' (in process).")
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per 8 cores) or tiles at once in process (default 1).")
+@click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster), 'threads' or 'synchronous' (in process); default 'auto': in process on one machine (minewatch.scheduling says the rule).")
 @click.option("--memory-limit", default="4GiB", show_default=True, help="Memory limit per LocalCluster worker.")
 @click.option("--no-fast", is_flag=True, help="Score patch by patch even when the model has a fully-convolutional graph (same scores, slower).")
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
 @click.option("--level", type=click.Choice(["l1c", "l2a"], case_sensitive=False), default=None, help="Processing level of imagery that does not state one.")
+@click.option("--bands", "bands", default=None, help="Band names of GeoTIFFs that do not name their own, in file order, e.g. B4,B3,B2.")
+@click.option("--masks", is_flag=True, help="Also write OUT/masks/<tile>.tif: the mined-pixel mask (uint8 COG: 1 scar inside a written patch, 2 scar elsewhere, 0 not scar, 255 no data).")
 @click.option("--overwrite", is_flag=True, help="Start over: delete a previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str | None, min_score: float, min_valid: float,
             geojson: bool, workers: int | None, scheduler: str | None, memory_limit: str, no_fast: bool, tile_px: int | None,
-            level: str | None, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+            level: str | None, bands: str | None, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
     """Score every patch of IMAGERY and write patch scores (GeoParquet, WGS84) to OUT.
 
     Patches are 48 px squares on a 24 px lattice aligned to the global tile grid; each tile is read
@@ -42,15 +44,18 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
       minewatch detect --model default --model my_model/ --imagery mosaic.tif --period 2024 --out det/ --geojson
       minewatch detect --imagery comp/ --out det/ --scheduler tcp://10.0.0.5:8786
     """
+    from minewatch.cli.options import auto_tile_px, parse_band_names
     from minewatch.detect.engine import DetectRequest, run_detect
-    from minewatch.detect.imagery import open_imagery
-    from minewatch.grid import DEFAULT_TILE_PX
+    from minewatch.periods import parse_period
 
-    if tile_px is None:
-        tile_px = open_imagery(imagery).tile_px or DEFAULT_TILE_PX
+    if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
+        period = parse_period(period, "--period").label
+
+    band_names = parse_band_names(bands)
+    tile_px = auto_tile_px(tile_px, imagery, models, band_names, log=lambda s: click.echo(s, err=True))
     req = DetectRequest(
         models=tuple(models), period=period or "", min_score=min_score, min_valid=min_valid,
-        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None,
+        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None, bands=band_names, masks=masks,
     )  # fmt: skip
     res = run_detect(
         imagery, req, out_dir, geojson=geojson, scheduler=scheduler, workers=workers, memory_limit=memory_limit,

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 WRITES = tuple(f"{n}{x}" for n in ("impacts.csv", "zones.csv", "agreement.csv") for x in ("", ".meta.json")) + (
     "zones.parquet", "zones.geojson", "summary.json")
 
+
 @click.command(name="impacts")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--zones", "zones_path", required=True, type=click.Path(path_type=Path), help="Zone polygons (GeoJSON/GeoParquet).")
 @click.option("--id-field", required=True, help="Zone property holding a unique id.")
@@ -32,6 +36,8 @@ def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_fiel
     with UnitRun(out_dir, "impacts", params, {"layer": list(layers), "zones": zones_path, "reference": reference}, writes=WRITES) as run:
         res = run_impacts(list(layers), zones_path, id_field, name_field, run.staging, area_field=area_field, reference=reference)
     s = res.summary
+    for note in s.get("notes", []):
+        click.echo(f"note: {note}")
     click.echo(f"{s['zones_with_mining']} of {s['zones']} zones with mining; {s['zone_periods_with_mining']} zone-periods; wrote {out_dir}")
     if "reference" in s:
         r = s["reference"]

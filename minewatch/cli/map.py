@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="map")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--zones", type=click.Path(path_type=Path), help="Zone polygons (territories, protected areas).")
 @click.option("--airstrips", type=click.Path(path_type=Path), help="Airstrip points (GeoJSON, GeoParquet or CSV).")

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 WRITES = ("mining.parquet", "mining.geojson", "mining_simplified.parquet", "mining_simplified.geojson", "summary.json")
 """What ``postprocess`` writes in its folder (an input there under one of these names is refused)."""
 
+
 @click.command(name="postprocess")
+@crs_option
 @click.argument("patches", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--preset", type=click.Choice(["single", "cumulative", "mean06"]), default="single", show_default=True,
@@ -35,4 +39,5 @@ def command(patches: Path, out_dir: Path, preset: str, t_main: float | None, t_i
         res = run_postprocess(patches, run.staging, params, simplify_m=simplify_m, period=period)
     s = res.stats
     click.echo(f"{s['patches_kept']:,} of {s['patches_in']:,} patches kept ({s['patches_isolated_dropped']:,} isolated dropped) "
-               f"→ {s['polygons']:,} polygons, {s['area_ha']:,.1f} ha; wrote {out_dir}/mining.parquet, mining.geojson")
+               f"→ {s['polygons']:,} polygons, footprint {s['footprint_ha']:,.1f} ha, mined (estimate) "
+               f"{'n/a' if s['mined_ha'] is None else format(s['mined_ha'], ',.1f')} ha; wrote {out_dir}/mining.parquet, mining.geojson")

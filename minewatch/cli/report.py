@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="report")
+@crs_option
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output HTML file.")
 @click.option("--layer", "layers", multiple=True, type=click.Path(path_type=Path),

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="review")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--imagery", type=click.Path(path_type=Path), help="Folder of composite GeoTIFFs (B4,B3,B2 or 12 bands).")
+@click.option("--imagery", type=click.Path(path_type=Path), help="A composite GeoTIFF or a folder of them (B4,B3,B2 or 12 bands).")
 @click.option("--sample", "n", type=int, default=500, show_default=True, help="Number of detections to draw.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same layer + seed = same sample.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output HTML page.")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from minewatch.cli.options import level_option
+
 
 @click.command(name="run")
 @click.option("--demo", is_flag=True, help="Run on the demo region shipped with the package (offline); the default when no --roi is given.")
@@ -16,7 +18,7 @@ import click
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output run folder [default: ./minewatch-demo with --demo, else required].")
 @click.option("--model", "models", multiple=True, default=("default",), show_default=True, help="Model package folder or shipped name; repeat for an ensemble.")
 @click.option("--source", default="earth-search", show_default=True, help="STAC source for compositing: earth-search | planetary-computer | a STAC API URL | a local catalog.")
-@click.option("--level", type=click.Choice(["l1c", "l2a"], case_sensitive=False), default=None, help="Composite level [default: the model's training level].")
+@level_option(default=None, extra_help="[default: l2a, no account needed; l1c only for a model that needs B10]")
 @click.option("--min-score", type=float, default=0.4, show_default=True, help="Detect: do not write patches scoring below this.")
 @click.option("--min-valid", type=float, default=0.8, show_default=True, help="Detect: skip patches with a smaller fraction of valid pixels.")
 @click.option("--preset", type=click.Choice(["card", "single", "cumulative", "mean06"]), default="card", show_default=True,
@@ -26,13 +28,14 @@ import click
 @click.option("--simplify", "simplify_m", type=float, default=None, metavar="METRES", help="Also write simplified polygons.")
 @click.option("--no-map", is_flag=True, help="Skip the web map.")
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
-@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per core).")
-@click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (default), 'threads' or 'synchronous'.")
+@click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per 8 cores) or tiles at once in process (default 1).")
+@click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (a LocalCluster), 'threads' or 'synchronous'; default 'auto': in process on one machine.")
+@click.option("--masks", is_flag=True, help="Detect also writes detect/masks/<tile>.tif, the mined-pixel mask (uint8 COG).")
 @click.option("--overwrite", is_flag=True, help="Start over: delete the previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path | None, out_dir: Path | None, models: tuple[str, ...],
             source: str, level: str | None, min_score: float, min_valid: float, preset: str, t_main: float | None, t_iso: float | None,
-            simplify_m: float | None, no_map: bool, tile_px: int | None, workers: int | None, scheduler: str | None, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+            simplify_m: float | None, no_map: bool, tile_px: int | None, workers: int | None, scheduler: str | None, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
     """Composite (or read) imagery, detect mines, dissolve them into polygons and draw a web map.
 
     \b
@@ -43,6 +46,10 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     """
     from minewatch.detect.chain import ChainRequest, run_chain
     from minewatch.errors import MinewatchError
+    from minewatch.periods import parse_period
+
+    if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
+        period = parse_period(period, "--period").label
 
     if roi_file is None and imagery is None:
         demo = True
@@ -55,7 +62,7 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     req = ChainRequest(
         models=tuple(models), roi_file=str(roi_file) if roi_file else None, period=period, imagery=str(imagery) if imagery else None,
         demo=demo, source=source, level=level.upper() if level else None, min_score=min_score, min_valid=min_valid,
-        preset=preset, t_main=t_main, t_iso=t_iso, simplify_m=simplify_m, map=not no_map, tile_px=tile_px,
+        preset=preset, t_main=t_main, t_iso=t_iso, simplify_m=simplify_m, map=not no_map, tile_px=tile_px, masks=masks,
     )  # fmt: skip
     res = run_chain(req, out_dir, scheduler=scheduler, workers=workers, progress=not quiet, fresh=overwrite, argv=sys.argv,
                     log=lambda s: click.echo(s, err=True))  # fmt: skip

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 WRITES = ("new_mining.parquet", "new_mining.geojson", "cumulative.parquet", "cumulative.geojson", "areas.csv", "areas.csv.meta.json")
 
+
 @click.command(name="timeline")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--area-field", default="auto", show_default=True,

@@ -49,7 +49,8 @@ class ChainRequest:
     demo: bool = False
     source: str = "earth-search"
     level: str | None = None
-    """Composite level; default: the model's training level."""
+    """Composite level; default: L2A (free, no account anywhere), L1C only when the model needs a
+    band L2A products lack (B10) — see :func:`composite_level`."""
     min_score: float = 0.4
     min_valid: float = 0.8
     t_main: float | None = None
@@ -60,6 +61,8 @@ class ChainRequest:
     map: bool = True
     tile_px: int | None = None
     """Tile size for compositing and detection; default: the composites' own, else 1008."""
+    masks: bool = False
+    """Detect also writes the per-pixel mined mask, ``detect/masks/<tile>.tif``."""
 
 
 @dataclass
@@ -71,22 +74,11 @@ class ChainResult:
 
 
 def period_dates(period: str) -> tuple[dt.date, dt.date]:
-    """First and last day of ``2024`` or ``2024Q3``."""
-    from minewatch.postprocess.io import normalize_period
+    """First and last day of ``2024`` or ``2024Q3`` (one-line error for anything else)."""
+    from minewatch.periods import parse_period
 
-    p = normalize_period(period)
-    try:
-        year = int(p[:4])
-        if len(p) == 4:
-            return dt.date(year, 1, 1), dt.date(year, 12, 31)
-        if len(p) == 6 and p[4] == "Q" and p[5] in "1234":
-            q = int(p[5])
-            start = dt.date(year, 3 * q - 2, 1)
-            end = dt.date(year + (q == 4), (3 * q) % 12 + 1, 1) - dt.timedelta(days=1)
-            return start, end
-    except ValueError:
-        pass
-    raise MinewatchError("--period", f"expected a year (2024) or a quarter (2024Q3), got {period!r}")
+    p = parse_period(period, "--period")
+    return p.start, p.end
 
 
 def card_thresholds(packages: Sequence[Any]) -> tuple[float, float | None]:
@@ -113,6 +105,40 @@ def threshold_params(req: ChainRequest, packages: Sequence[Any]) -> Any:
             t_iso = req.t_iso
         return ThresholdParams(t_main, t_iso, name="card" if req.t_main is None and req.t_iso is None else "card+custom")
     return preset(req.preset, t_main=req.t_main, t_iso=req.t_iso)
+
+
+def composite_level(asked: str | None, scorer: Any, source: str = "earth-search") -> tuple[str, str]:
+    """The level ``run`` composites at, and a line saying why and what the model card says of it.
+
+    L2A unless asked otherwise: it is free from public catalogs (Earth Search L1C is a
+    requester-pays bucket that needs AWS credentials); a local catalog: the level its items state
+    (:func:`minewatch.imagery.sources.default_level`). A model that needs B10 (cirrus; L2A products
+    have none) gets L1C. When the level differs from the one the model was trained on, the line
+    gives the card's figures for it (simulated L2A for the shipped models), as the card asks.
+    """
+    from minewatch.imagery.sources import default_level
+
+    bands = set(scorer.bands)
+    if asked:
+        level, why = asked.upper(), f"--level {asked.lower()}"
+    else:
+        level, why = default_level(source)
+        if level == "L2A" and "B10" in bands:
+            level, why = "L1C", "the model needs B10, which L2A products lack (Earth Search L1C needs AWS credentials; or give a local L1C catalog with --source)"
+    line = f"composite level {level}: {why}"
+    for p in scorer.packages:
+        trained = p.card.spec.level.upper()
+        if trained == level:
+            continue
+        v = {k.upper(): m for k, m in (p.card.validated_levels or {}).items()}
+        here, home = v.get(level) or {}, v.get(trained) or {}
+        if "ap" in here and "ap" in home:
+            kind = "simulated " if here.get("simulated") else ""
+            line += (f"; note: model {p.card.name!r} was trained on {trained}: validation AP {float(here['ap']):.3f} on {kind}{level} "
+                     f"vs {float(home['ap']):.3f} on {trained} (see its card)")
+        else:
+            line += f"; warning: model {p.card.name!r} was trained on {trained} and has no {level} figures in its card: scores may be unreliable"
+    return level, line
 
 
 def demo_check(truth_file: Path, mining_file: Path) -> dict[str, Any]:
@@ -190,11 +216,11 @@ def run_chain(
             imagery = _composite(req, roi, period, scorer, out / "composite", scheduler, workers, progress, fresh, argv, say, res)  # type: ignore[arg-type]
         # 2. detect
         say("detect …")
-        from minewatch.detect.imagery import open_imagery
+        from minewatch.cli.options import auto_tile_px
 
-        tile_px = req.tile_px or open_imagery(imagery).tile_px or DEFAULT_TILE_PX
+        tile_px = auto_tile_px(req.tile_px, imagery, req.models, log=say)
         dreq = DetectRequest(models=tuple(req.models), period=period or "", min_score=req.min_score, min_valid=req.min_valid,
-                             level=req.level, tile_px=tile_px)  # fmt: skip
+                             level=req.level, tile_px=tile_px, masks=req.masks)  # fmt: skip
         det = run_detect(
             imagery, dreq, out / "detect", roi=roi.geometry if roi is not None else None, roi_file=roi_file,
             scheduler=scheduler, workers=workers, progress=progress, fresh=fresh, argv=argv, log=say,
@@ -234,7 +260,8 @@ def _composite(req: ChainRequest, roi: Any, period: str, scorer: Any, out: Path,
     from minewatch.imagery.sources import resolve_source
 
     start, end = period_dates(period)
-    level = (req.level or scorer.packages[0].card.spec.level).upper()
+    level, why = composite_level(req.level, scorer, req.source)
+    say(why)
     tiles = roi.tiles(req.tile_px or DEFAULT_TILE_PX)
     src = resolve_source(req.source, level)
     creq = CompositeRequest(start=start, end=end, bands=tuple(scorer.bands), level=level)
@@ -262,8 +289,10 @@ def _postprocess(req: ChainRequest, scorer: Any, out: Path, res: ChainResult, sa
     folder = out / "postprocess"
     pp = run_postprocess(out / "detect" / "patches.parquet", folder, params, simplify_m=req.simplify_m)
     s = pp.stats
-    res.stages["postprocess"] = {"folder": str(folder), "thresholds": params.as_dict(), **{k: s[k] for k in ("patches_in", "patches_kept", "polygons", "area_ha")}}
-    res.lines.append(f"postprocess: {s['patches_kept']:,} of {s['patches_in']:,} patches kept → {s['polygons']:,} polygons, {s['area_ha']:,.1f} ha")
+    res.stages["postprocess"] = {"folder": str(folder), "thresholds": params.as_dict(), **{k: s[k] for k in ("patches_in", "patches_kept", "polygons", "area_ha", "footprint_ha", "mined_ha")}}
+    mined = "n/a" if s["mined_ha"] is None else f"{s['mined_ha']:,.1f} ha"
+    res.lines.append(f"postprocess: {s['patches_kept']:,} of {s['patches_in']:,} patches kept → {s['polygons']:,} polygons, "
+                     f"mined area (estimate) {mined} inside a footprint of {s['footprint_ha']:,.1f} ha")
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
@@ -287,4 +316,4 @@ def _map(mining: Path, target: Path, req: ChainRequest, res: ChainResult, say: C
     return target
 
 
-__all__ = ["ChainRequest", "ChainResult", "run_chain", "period_dates", "card_thresholds", "demo_check"]
+__all__ = ["ChainRequest", "ChainResult", "run_chain", "period_dates", "card_thresholds", "composite_level", "demo_check"]

@@ -24,8 +24,10 @@ Outputs (all WGS84 where geographic)::
     OUT/summary.json           totals, parameters, models, warnings, speed
     OUT/manifest.json          the run manifest (minewatch.runs)
 
-Schedulers: ``None``/``"local"`` a ``distributed.LocalCluster`` (process workers, one task at a
-time each, ONNX Runtime threads = cores / workers); an address (``tcp://host:8786``) a running
+Schedulers: ``None``/``"auto"`` follows :func:`minewatch.scheduling.resolve_scheduler` (on one
+machine: in process, tiles one after another, ONNX Runtime on every core); ``"local"`` a
+``distributed.LocalCluster`` (process workers, one task at a time each, ONNX Runtime threads =
+cores / workers); an address (``tcp://host:8786``) a running
 cluster (its workers must see the imagery, the models and ``out_dir``); ``"threads"`` and
 ``"synchronous"`` run in this process.
 """
@@ -47,10 +49,12 @@ import numpy as np
 from minewatch import __version__
 from minewatch.atomic import atomic_path, write_json_atomic
 from minewatch.detect.imagery import Imagery, RasterRef, open_imagery, overlaps, period_from_dates, read_tile, tiles_for_raster
+from minewatch.detect.mask import MASK_VALUES, QUARTER_COLUMNS, mask_method, mask_path, mined_mask_bands, patch_quarters, tile_mask, tile_scar, write_mask_cog
 from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, valid_fraction
 from minewatch.detect.scorer import Scorer
 from minewatch.errors import MinewatchError
 from minewatch.grid import DEFAULT_RESOLUTION, DEFAULT_TILE_PX, Tile
+from minewatch.periods import parse_period
 
 COMMAND = "detect"
 TILES_DIR = "tiles"
@@ -83,6 +87,10 @@ class DetectRequest:
     resolution: float = DEFAULT_RESOLUTION
     level: str | None = None
     """Processing level to assume when the imagery does not state one."""
+    bands: tuple[str, ...] | None = None
+    """Band names of GeoTIFFs that do not name their own (``--bands``)."""
+    masks: bool = False
+    """Also write ``masks/<tile>.tif``: the per-pixel scar mask inside written patches (uint8 COG)."""
 
     def params(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,6 +122,8 @@ class DetectPlan:
     level: str | None
     columns: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    mask_bands: tuple[str, ...] = ()
+    """Bands read beyond the models' for the mined-area mask (B8, B11 when every raster has them)."""
 
     @property
     def tile_ids(self) -> list[str]:
@@ -150,9 +160,7 @@ class DetectResult:
 def resolve_period(imagery: Imagery, period: str | None) -> str:
     """The period label: as given, else from the imagery's dates (a whole year or quarter)."""
     if period:
-        from minewatch.postprocess.io import normalize_period
-
-        return normalize_period(period)
+        return parse_period(period, "--period").label
     start, end = imagery.dates
     found = period_from_dates(start, end)
     if found is None:
@@ -185,7 +193,10 @@ def check_levels(imagery: Imagery, scorer: Scorer, assume: str | None = None) ->
 def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: Any = None) -> DetectPlan:
     """Tiles (sorted by id) that own at least one patch touching the imagery (and the ROI, if given)."""
     if request.tile_px <= 0 or request.tile_px % scorer.step_px:
-        raise MinewatchError("--tile-px", f"must be a positive multiple of the patch step ({scorer.step_px} px), got {request.tile_px}")
+        from minewatch.grid import tile_px_for_step
+
+        raise MinewatchError("--tile-px", f"must be a positive multiple of the patch step ({scorer.step_px} px), got {request.tile_px}; "
+                                          f"e.g. --tile-px {tile_px_for_step(request.tile_px if request.tile_px > 0 else DEFAULT_TILE_PX, scorer.step_px)}")
     if not 0.0 <= request.min_score <= 1.0:
         raise MinewatchError("--min-score", f"must be a probability in [0, 1], got {request.min_score}")
     if not 0.0 <= request.min_valid <= 1.0:
@@ -214,7 +225,7 @@ def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: A
         raise MinewatchError(imagery.source, "imagery covers no tile" + (" inside the ROI" if roi is not None else ""))
     return DetectPlan(
         request=request, jobs=tuple(jobs), bands=tuple(scorer.bands), patch_px=scorer.patch_px, step_px=scorer.step_px,
-        level=level, columns=tuple(scorer.columns), warnings=tuple(msgs),
+        level=level, columns=tuple(scorer.columns), warnings=tuple(msgs), mask_bands=mined_mask_bands(imagery, scorer.bands),
     )  # fmt: skip
 
 
@@ -230,7 +241,7 @@ def tile_paths(out_dir: str | os.PathLike[str], tile_id: str) -> tuple[Path, Pat
 
 def tile_frame(
     tile: Tile, rows_px: np.ndarray, cols_px: np.ndarray, probs: np.ndarray, columns: Sequence[str],
-    valid_frac: np.ndarray, period: str, patch_px: int,
+    valid_frac: np.ndarray, period: str, patch_px: int, mined: np.ndarray | None = None,
 ) -> Any:  # fmt: skip
     """Rows of the Patch-scores format for one tile (geometry WGS84); dtypes fixed even when empty."""
     import geopandas as gpd
@@ -248,6 +259,9 @@ def tile_frame(
     for k, c in enumerate(columns):
         data[c] = probs[:, k]
     data["valid_frac"] = np.asarray(valid_frac, dtype=np.float32)
+    q = np.zeros((n, len(QUARTER_COLUMNS)), np.float32) if mined is None else np.asarray(mined, np.float32).reshape(n, len(QUARTER_COLUMNS))
+    for k, c in enumerate(QUARTER_COLUMNS):
+        data[c] = q[:, k]
     data["period"] = pd.Series([period] * n, dtype="str")
     geom = gpd.GeoSeries(footprints_wgs84(tile, rows_px, cols_px, patch_px), crs=4326)
     return gpd.GeoDataFrame(data, geometry=geom, crs=4326)
@@ -260,7 +274,7 @@ def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | Non
     scorer = Scorer.load(req.models, threads)
     p, s = plan.patch_px, plan.step_px
     cells = owned_cells(job.tile.tile_px, s)
-    raster = read_tile(job.rasters, job.tile, plan.bands, halo_px(p, s))
+    raster = read_tile(job.rasters, job.tile, (*plan.bands, *plan.mask_bands), halo_px(p, s))
     t1 = time.perf_counter()
     vf = valid_fraction(raster.valid, p, s, cells)
     has_data = vf > 0
@@ -274,8 +288,13 @@ def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | Non
     t2 = time.perf_counter()
     score = probs.mean(axis=1) if len(probs) else np.zeros(0, np.float32)
     w = score >= req.min_score
-    gdf = tile_frame(job.tile, rows[w] * s, cols[w] * s, probs[w], plan.columns, vf[keep][w], req.period, p)
+    scar, frac = tile_scar(raster, (*plan.bands, *plan.mask_bands), s)
+    mined = patch_quarters(frac, rows[w], cols[w])
+    gdf = tile_frame(job.tile, rows[w] * s, cols[w] * s, probs[w], plan.columns, vf[keep][w], req.period, p, mined)
     pq_path, js_path = tile_paths(out_dir, job.id)
+    if req.masks:
+        write_mask_cog(mask_path(out_dir, job.id), tile_mask(scar, raster.valid, job.tile.tile_px, s, rows[w], cols[w], p), job.tile,
+                       {"MINED_METHOD": mask_method((*plan.bands, *plan.mask_bands)), "VALUES": MASK_VALUES})
     with atomic_path(pq_path) as tmp:
         gdf.to_parquet(tmp, index=False)
     t3 = time.perf_counter()
@@ -313,7 +332,9 @@ def _meta(plan: DetectPlan, imagery_source: str) -> dict[str, Any]:
         "parameters": plan.request.params(),
         "inputs": [imagery_source, *plan.request.models],
         "crs": "EPSG:4326",
-        "columns": {"score": "ensemble mean probability", **{c: "member probability" for c in plan.columns}},
+        "columns": {"score": "ensemble mean probability", **{c: "member probability" for c in plan.columns},
+                    **{c: "scar share of the valid pixels of the patch's 24 px cell (tl, tr, bl, br)" for c in QUARTER_COLUMNS}},
+        "mined_method": mask_method((*plan.bands, *plan.mask_bands)),
     }
 
 
@@ -450,10 +471,15 @@ def execute(
         bar.update(1)
         bar.set_postfix_str(f"{scored / max(time.perf_counter() - t0, 1e-9):,.0f} patches/s", refresh=False)
 
-    cpus = os.cpu_count() or 1
+    from minewatch.scheduling import cluster_workers, cores, resolve_scheduler
+
+    cpus = cores()
+    auto = scheduler in (None, "auto")
+    scheduler = resolve_scheduler(scheduler, len(jobs))
     try:
         if scheduler in ("synchronous", "threads"):
-            n = 1 if scheduler == "synchronous" else (workers or cpus)
+            # auto: tiles one after another, ONNX Runtime on every core (fastest measured on one machine)
+            n = 1 if scheduler == "synchronous" else (workers or (1 if auto else cpus))
             threads = None if n == 1 else max(1, cpus // n)
             if n == 1:
                 for job in jobs:
@@ -471,8 +497,8 @@ def execute(
 
         cluster = None
         threads: int | None = None
-        if scheduler in (None, "local"):
-            n = workers or cpus
+        if scheduler == "local":
+            n = workers or cluster_workers()
             threads = max(1, cpus // n)
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit or "4GiB",
@@ -521,7 +547,7 @@ def run_detect(
     say = log or (lambda s: None)
     out = Path(out_dir).absolute()  # workers may run elsewhere; the manifest records paths below it
     scorer = Scorer.load(request.models)
-    imagery = open_imagery(imagery_path)
+    imagery = open_imagery(imagery_path, request.bands)
     # workers (other processes, other machines) load the packages by absolute path
     models = tuple(str(p.path.resolve()) for p in scorer.packages)
     request = DetectRequest(**{**asdict(request), "models": models, "period": resolve_period(imagery, request.period)})
@@ -549,7 +575,7 @@ def run_detect(
             say(f"{len(result.skipped)} tile(s) already finished, skipped (size and checksum checked)")
 
         def done(tid: str, s: dict[str, Any]) -> None:
-            run.tile_done(tid, list(tile_paths(out, tid)))
+            run.tile_done(tid, [*tile_paths(out, tid), *([mask_path(out, tid)] if request.masks else [])])
             result.done.append(tid)
 
         def failed(tid: str, e: BaseException) -> None:

@@ -96,7 +96,9 @@ class RasterRef:
         if missing:
             raise MinewatchError(
                 self.where or self.path,
-                f"imagery lacks band(s) {','.join(missing)} that the model needs ({','.join(wanted)}); it has {','.join(self.bands) or 'no named bands'}",
+                f"imagery lacks band(s) {','.join(missing)} that the model needs ({','.join(wanted)}); it has {','.join(self.bands) or 'no named bands'}"
+                + (f" (the file does not name its bands: say which they are with --bands, e.g. --bands {','.join(wanted)})"
+                   if all(b.upper().startswith("BAND") for b in self.bands) else ""),
             )
         return [lookup[normalise_band_name(b)] for b in wanted]
 
@@ -140,8 +142,12 @@ def normalise_band_name(name: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def open_imagery(path: str | os.PathLike[str]) -> Imagery:
-    """Find every raster of a detection input (see the module docstring); one-line errors."""
+def open_imagery(path: str | os.PathLike[str], bands: Sequence[str] | None = None) -> Imagery:
+    """Find every raster of a detection input (see the module docstring); one-line errors.
+
+    ``bands`` (``detect --bands``) names the bands of GeoTIFFs that do not name their own (no band
+    descriptions, no ``BANDS`` tag); a file that names them differently is an error.
+    """
     p = Path(path)
     if not p.exists():
         raise MinewatchError(p, "imagery not found (give a GeoTIFF, a folder of GeoTIFFs or a STAC JSON file)")
@@ -157,14 +163,14 @@ def open_imagery(path: str | os.PathLike[str]) -> Imagery:
         refs = []
         for f in imgs:
             c = f.with_name(f.stem + CLEAR_SUFFIX + f.suffix)
-            refs.append(describe_raster(str(f), clear_path=str(c) if c in clear else None))
+            refs.append(describe_raster(str(f), clear_path=str(c) if c in clear else None, assume_bands=bands))
         return Imagery(str(p), tuple(refs))
     if p.suffix.lower() in (".json", ".geojson"):
         return _from_stac(p)
     if p.suffix.lower() in TIF_SUFFIXES:
         c = p.with_name(p.stem + CLEAR_SUFFIX + p.suffix)
-        return Imagery(str(p), (describe_raster(str(p), clear_path=str(c) if c.is_file() else None),))
-    return Imagery(str(p), (describe_raster(str(p)),))
+        return Imagery(str(p), (describe_raster(str(p), clear_path=str(c) if c.is_file() else None, assume_bands=bands),))
+    return Imagery(str(p), (describe_raster(str(p), assume_bands=bands),))
 
 
 def describe_raster(
@@ -176,8 +182,12 @@ def describe_raster(
     start: str | None = None,
     end: str | None = None,
     where: str | None = None,
+    assume_bands: Sequence[str] | None = None,
 ) -> RasterRef:
-    """Open a raster's header only and describe it; STAC-provided fields override the file's."""
+    """Open a raster's header only and describe it; STAC-provided fields override the file's.
+
+    ``assume_bands``: band names for a file that does not name its bands (see :func:`open_imagery`).
+    """
     import rasterio
     from rasterio.errors import RasterioError
 
@@ -194,9 +204,15 @@ def describe_raster(
                     names = desc
                 elif tags.get("BANDS") and len(tags["BANDS"].split(",")) == src.count:
                     names = tags["BANDS"].split(",")
+                elif assume_bands:
+                    names = list(assume_bands)
                 else:
                     names = [f"band{i + 1}" for i in range(src.count)]
+                if assume_bands and [normalise_band_name(n) for n in names] != [normalise_band_name(n) for n in assume_bands]:
+                    raise MinewatchError(where or path, f"the file names its bands {','.join(names)}, not {','.join(assume_bands)} as --bands says")
             if len(names) != src.count:
+                if assume_bands and names == list(assume_bands):
+                    raise MinewatchError(where or path, f"{src.count} bands in the file but --bands names {len(names)} ({','.join(names)})")
                 raise MinewatchError(where or path, f"{src.count} bands in the file but {len(names)} band names given ({','.join(names)})")
             lvl = level or next((tags[t] for t in LEVEL_TAGS if tags.get(t)), None)
             ref = RasterRef(
@@ -528,10 +544,12 @@ def period_from_dates(start: str | None, end: str | None) -> str | None:
     """``2024`` for a whole calendar year, ``2024Q3`` for a whole quarter, else None.
 
     Accepts an inclusive end (``2024-12-31``) or an exclusive one (``2025-01-01``), as both
-    conventions appear in composites and chip metadata.
+    conventions appear in composites and chip metadata (see :func:`minewatch.periods.from_dates`).
     """
-    if not start or not end:
-        return None
+    from minewatch.periods import from_dates
+
+    p = from_dates(start, end)
+    return p.label if p is not None else None
     try:
         d0, d1 = dt.date.fromisoformat(start[:10]), dt.date.fromisoformat(end[:10])
     except ValueError:

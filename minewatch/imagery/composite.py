@@ -15,7 +15,8 @@ observations per pixel.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -47,10 +48,15 @@ def harmonise(dn: np.ndarray, offset: int) -> np.ndarray:
     dn = np.asarray(dn)
     if offset == 0:
         return dn
-    out = dn.astype(np.int32) - int(offset)
-    np.maximum(out, 1, out=out)
+    if dn.dtype != np.uint16:
+        out = dn.astype(np.int32) - int(offset)
+        np.maximum(out, 1, out=out)
+        out[dn == 0] = 0
+        return out.astype(np.uint16)
+    out = np.maximum(dn, np.uint16(offset + 1))  # uint16 throughout: max(d - off, 1) without a wider copy
+    out -= np.uint16(offset)
     out[dn == 0] = 0
-    return out.astype(np.uint16)
+    return out
 
 
 def scl_clear(scl: np.ndarray, clear_classes: Sequence[int] = SCL_CLEAR) -> np.ndarray:
@@ -148,6 +154,72 @@ def median_composite(stack: np.ndarray, clear: np.ndarray, overwrite: bool = Fal
     return med, count.astype(np.uint16)
 
 
+@functools.lru_cache(maxsize=None)
+def merge_exchange_pairs(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators (i, j), i < j, of Batcher's merge-exchange sorting network for ``n`` keys
+    (Knuth, TAOCP vol. 3, 5.2.2, Algorithm M). Valid for any ``n`` (no padding to a power of two);
+    20 keys need 102 comparators, each one vectorised min/max over a whole block of pixels."""
+    if n < 2:
+        return ()
+    t = (n - 1).bit_length()
+    pairs: list[tuple[int, int]] = []
+    p = 1 << (t - 1)
+    while p > 0:
+        q, r, d = 1 << (t - 1), 0, p
+        while True:
+            pairs.extend((i, i + d) for i in range(n - d) if i & p == r)
+            if q == p:
+                break
+            d, q, r = q - p, q >> 1, p
+        p >>= 1
+    return tuple(pairs)
+
+
+NETWORK_MAX_OBSERVATIONS = 96
+"""Above this many observations :func:`median_composite_network` hands over to the sort of
+:func:`median_composite` (the network's comparator count grows as n·log²n)."""
+
+
+def median_composite_network(stack: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same result as :func:`median_composite`, bit for bit, several times faster.
+
+    Why: sorting a short time axis with ``ndarray.sort(axis=0)`` walks strided memory one pixel
+    at a time. Here each observation is one contiguous (B, Y, X) plane and a sorting network
+    compares whole planes with ``numpy.minimum``/``maximum`` (SIMD, no Python per pixel, GIL
+    released), swapping buffers instead of copying. Unusable values are set to 65535 first, so
+    they sort to the end, and the median is read at ranks ``(n-1)//2`` and ``n//2`` of the ``n``
+    usable ones, rounded half to even in integers. Memory: 1 × the stack plus one plane.
+    """
+    stack = np.asarray(stack, dtype=np.uint16)
+    n_t = stack.shape[0]
+    if n_t == 0 or n_t > NETWORK_MAX_OBSERVATIONS:
+        return median_composite(stack, clear)
+    usable = np.asarray(clear, dtype=bool) & (stack > 0).all(axis=1)
+    count = usable.sum(axis=0, dtype=np.uint16)
+    top = np.uint16(np.iinfo(np.uint16).max)
+    rows = [np.where(usable[t][None], stack[t], top) for t in range(n_t)]
+    spare = np.empty_like(rows[0])
+    for i, j in merge_exchange_pairs(n_t):
+        np.minimum(rows[i], rows[j], out=spare)
+        np.maximum(rows[i], rows[j], out=rows[j])
+        rows[i], spare = spare, rows[i]
+    n = count.astype(np.intp)
+    lo_i = np.maximum(n - 1, 0) // 2
+    hi_i = np.minimum(n // 2, n_t - 1)
+    lo = np.zeros(rows[0].shape, np.uint32)
+    hi = np.zeros(rows[0].shape, np.uint32)
+    for k in range(n_t):  # gather ranks plane by plane: no (T, B, Y, X) index array
+        if (lo_i == k).any():
+            np.copyto(lo, rows[k], where=(lo_i == k)[None])
+        if (hi_i == k).any():
+            np.copyto(hi, rows[k], where=(hi_i == k)[None])
+    s = lo + hi
+    half = s >> 1
+    med = (half + (s & half & 1)).astype(np.uint16)  # .5 rounds to the even neighbour
+    med[:, count == 0] = 0
+    return med, count
+
+
 def clear_mask(
     method: str,
     data: dict[str, np.ndarray],
@@ -173,13 +245,16 @@ def composite_block(
     out_bands: Sequence[str],
     offsets: Sequence[int],
     method: str,
+    median: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """Composite one spatial block: harmonise, mask, median, count.
 
     ``block``: (T, L, Y, X) uint16 for the ``load_bands`` (outputs and mask inputs); ``offsets``:
     harmonisation offset per observation (length T). Returns (len(out_bands) + 1, Y, X) uint16: the
     median bands then the clear count as the last plane (one array, so one Dask output).
-    Memory: ``block`` plus one (T, len(out_bands), Y, X) uint16 working stack.
+    Memory: ``block`` plus one (T, len(out_bands), Y, X) uint16 working stack. ``median``: the
+    kernel (default :func:`median_composite_network`; :func:`median_composite` gives the same
+    values, and is what the pre-2026-12 path ran).
     """
     block = np.asarray(block)
     if block.shape[0] != len(offsets):
@@ -204,5 +279,11 @@ def composite_block(
     stack = np.empty((block.shape[0], len(out_bands), *block.shape[2:]), np.uint16)
     for i, b in enumerate(out_bands):
         stack[:, i] = harmonised(b)
-    med, count = median_composite(stack, clear, overwrite=True)
-    return np.concatenate([med, count[None]], axis=0)
+    if median is None:
+        med, count = median_composite_network(stack, clear)
+    else:
+        med, count = median(stack, clear)
+    out = np.empty((len(out_bands) + 1, *block.shape[2:]), np.uint16)
+    out[:-1] = med
+    out[-1] = count
+    return out

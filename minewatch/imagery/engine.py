@@ -7,17 +7,21 @@ How a run goes (:func:`run_composites`):
 2. Skip finished tiles: done in the manifest with outputs intact, or with a valid COG + clear
    count + item on disk (:func:`minewatch.imagery.write.outputs_valid`).
 3. Search the source once for the ROI of the remaining tiles; plan every tile (pure).
-4. Execute each plan as one task (:func:`process_tile`): lazy odc-stac load of the tile →
-   composite → COG + STAC Item, written atomically. Inside a task the tile's chunks are computed
-   one after another (``tile_threads=1``), which bounds a worker's memory to about one chunk's
-   stack (see :mod:`minewatch.imagery.load`) plus the finished tile.
+4. Execute each plan as one task (:func:`process_tile`): every asset of the tile read once
+   (:func:`minewatch.imagery.load.direct_composite`) → composite in strips of rows → COG + STAC
+   Item, written atomically. A task uses ``tile_threads`` threads (default: the cores it has), and
+   holds the tile's native-resolution windows plus one strip (about 0.35 GiB for 12 bands × 20
+   observations of a 1008 px tile).
 5. Record every tile ``done`` or ``failed`` (one-line reason) as it finishes; failures do not
    stop the others. Finally write ``collection.json`` linking the finished items.
 
-Schedulers: ``None``/``"local"`` starts a ``distributed.LocalCluster`` (process workers, one
-thread each, a memory limit per worker); an address (``tcp://host:8786``) connects to a running
-cluster (its workers must see ``out_dir`` and the source); ``"threads"`` and ``"synchronous"``
-run in this process (tests, notebooks, one-tile runs).
+Schedulers: ``None``/``"auto"`` follows :func:`minewatch.scheduling.resolve_scheduler` (in
+process on one machine); ``"local"`` starts a ``distributed.LocalCluster`` (process workers, one
+tile at a time each, a memory limit per worker); an address (``tcp://host:8786``) connects to a
+running cluster (its workers must see ``out_dir`` and the source); ``"threads"`` (``workers``
+tiles at once, default 1, sharing the cores) and ``"synchronous"`` (one thread) run in this
+process. A worker lost mid-run costs only its tile: Dask reruns the task elsewhere, and outputs
+are written atomically, so the result equals an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -146,21 +150,47 @@ def tile_list_geojson(tiles: Sequence[Tile]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
-def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 512, tile_threads: int = 1) -> list[str]:
+READERS = ("direct", "odc")
+
+
+def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 512, tile_threads: int | None = 1, reader: str = "direct") -> list[str]:
     """Composite one tile and write its outputs; returns the output paths. Runs on a worker.
 
-    The tile's chunks are computed by a local scheduler inside the task (synchronous for
-    ``tile_threads=1``), never by the cluster: one tile = one task = bounded memory.
+    ``reader="direct"`` (default): :func:`minewatch.imagery.load.direct_composite`, every asset
+    read once per tile, ``tile_threads`` threads for reads and strips. ``reader="odc"``: the lazy
+    odc-stac graph, its ``chunk_px`` chunks computed one after another by a local scheduler inside
+    the task, never by the cluster. Both give the same pixels (tests/test_imagery_direct.py).
     """
-    from minewatch.imagery.load import configure_reader, lazy_composite
+    from minewatch.imagery.load import configure_reader, direct_composite, lazy_composite
     from minewatch.retry import RetryPolicy, retry_call
 
+    if reader not in READERS:
+        raise ValueError(f"unknown reader {reader!r} (one of {', '.join(READERS)})")
+    if tile_threads is None:  # on a cluster's worker: its cores shared by the tasks it runs at once
+        tile_threads = _worker_share()
     configure_reader(source)
+    if reader == "direct":
+        fn = lambda: direct_composite(plan, source, tile_threads)  # noqa: E731
+    else:
+        fn = lambda: compute_blockwise(lazy_composite(plan, source, chunk_px), tile_threads)  # noqa: E731
     # GDAL retries HTTP errors per request, but not a connection dropped while a file header is
     # read ("not recognized as a supported format"); a whole-tile retry, GDAL's cache cleared,
     # covers that. Only transient errors are retried (minewatch.retry.is_transient).
-    result = retry_call(lambda: compute_blockwise(lazy_composite(plan, source, chunk_px), tile_threads), plan.id, RetryPolicy(attempts=3, base_s=2.0))
+    result = retry_call(fn, plan.id, RetryPolicy(attempts=3, base_s=2.0))
     return [str(p) for p in write_tile_outputs(out_dir, plan, result)]
+
+
+def _worker_share() -> int:
+    """Threads for one tile on this machine: its cores divided by the Dask worker's task slots."""
+    from minewatch.scheduling import cores
+
+    try:
+        from distributed import get_worker
+
+        slots = max(1, int(get_worker().state.nthreads))
+    except Exception:  # not on a Dask worker
+        slots = 1
+    return max(1, cores() // slots)
 
 
 def compute_blockwise(arr: Any, threads: int = 1) -> Any:
@@ -199,18 +229,22 @@ def _execute(
     workers: int | None,
     memory_limit: str | None,
     chunk_px: int,
-    tile_threads: int,
+    tile_threads: int | None,
     on_done: Callable[[str, list[str]], None],
     on_failed: Callable[[str, BaseException], None],
     progress: bool,
 ) -> None:
     """Run the plans on the chosen scheduler, calling ``on_done``/``on_failed`` per tile in this process."""
+    from minewatch.scheduling import cluster_workers, cores, resolve_scheduler
+
+    scheduler = resolve_scheduler(scheduler, len(plans))
     bar = _progress(len(plans), progress, "composite")
     try:
         if scheduler in ("synchronous", "threads"):
-            n = 1 if scheduler == "synchronous" else (workers or min(4, os.cpu_count() or 1))
+            n = 1 if scheduler == "synchronous" else (workers or 1)
+            per_tile = tile_threads or (1 if scheduler == "synchronous" else max(1, cores() // n))
             with ThreadPoolExecutor(max_workers=n) as pool:
-                futs = {pool.submit(process_tile, p, source, str(out_dir), chunk_px, tile_threads): p.id for p in plans}
+                futs = {pool.submit(process_tile, p, source, str(out_dir), chunk_px, per_tile): p.id for p in plans}
                 for fut in as_completed(futs):
                     tid = futs[fut]
                     try:
@@ -222,9 +256,12 @@ def _execute(
         from distributed import Client, LocalCluster, as_completed as dist_as_completed
 
         cluster = None
-        if scheduler in (None, "local"):
+        per_worker: int | None = tile_threads
+        if scheduler == "local":
+            n_workers = workers or cluster_workers()
+            per_worker = tile_threads or max(1, cores() // n_workers)
             cluster = LocalCluster(
-                n_workers=workers or max(1, min(4, (os.cpu_count() or 2) // 1)),
+                n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
                 memory_limit=memory_limit or "4GiB",
@@ -237,7 +274,7 @@ def _execute(
             except Exception as e:
                 raise MinewatchError("--scheduler", f"cannot connect to Dask scheduler {scheduler!r} ({type(e).__name__}: {e})") from None
         try:
-            futs = {client.submit(process_tile, p, source, str(out_dir), chunk_px, tile_threads, key=f"composite-{p.id}", pure=False): p.id for p in plans}
+            futs = {client.submit(process_tile, p, source, str(out_dir), chunk_px, per_worker, key=f"composite-{p.id}", pure=False): p.id for p in plans}
             for fut in dist_as_completed(list(futs)):
                 tid = futs[fut]
                 try:
@@ -292,7 +329,7 @@ def run_composites(
     scheduler: str | None = None,
     workers: int | None = None,
     memory_limit: str | None = None,
-    tile_threads: int = 1,
+    tile_threads: int | None = None,
     progress: bool = True,
     fresh: bool = False,
     argv: list[str] | None = None,

@@ -192,6 +192,30 @@ def resolve_source(
     return Source(name, "file", str(path.resolve()), level, collection, **common)
 
 
+def default_level(spec: str) -> tuple[str, str]:
+    """The level to use when ``--level`` is not given, and why.
+
+    L2A for catalogs on the network: free from Earth Search and Planetary Computer with no account
+    (Earth Search L1C is requester-pays). A local catalog: the level its items state (so L1C
+    scenes are masked as L1C and L2A scenes with their own SCL), else L2A.
+    """
+    name = spec.strip()
+    if name in ("earth-search", "planetary-computer") or "://" in name:
+        return "L2A", "the default for public catalogs (free, no account; --level l1c for top-of-atmosphere imagery)"
+    try:
+        path = Path(resolve_source(name, "L2A").location)
+        levels = {declared_level(d) for d in read_local_items(path)}
+    except MinewatchError:
+        return "L2A", "the default"
+    levels.discard(None)
+    if len(levels) == 1:
+        lvl = next(iter(levels))
+        return str(lvl), f"the level the items of {name} state"
+    if len(levels) > 1:
+        raise MinewatchError(name, f"catalog mixes processing levels {sorted(map(str, levels))}; give --level to pick one")
+    return "L2A", f"the default (the items of {name} do not state a level; --level l1c if they are top-of-atmosphere)"
+
+
 # --------------------------------------------------------------------------------------------------
 # Local catalogs
 # --------------------------------------------------------------------------------------------------
@@ -237,8 +261,17 @@ def read_local_items(path: str | os.PathLike[str], level: str | None = None) -> 
 
 
 def declared_level(item: Mapping[str, Any]) -> str | None:
-    """L1C/L2A when an item says which (``processing:level`` or ``s2:product_type``), else None."""
-    props = item.get("properties", {})
+    """L1C/L2A when an item says which, else None.
+
+    In order: ``processing:level``, ``s2:product_type`` (``S2MSI1C``/``S2MSI2A``), a scene
+    classification asset (``SCL``: only L2A products have one), then the collection id or the
+    item id naming the level (``sentinel-2-l2a``, ``S2B_..._L2A``, ``MSIL1C``). Why so many: a
+    catalog that states none of them would otherwise be composited at whatever ``--level`` says,
+    e.g. L2A scenes masked with the L1C threshold rule instead of their own SCL.
+    """
+    import re
+
+    props = item.get("properties", {}) or {}
     pl = str(props.get("processing:level", "")).upper()
     pt = str(props.get("s2:product_type", "")).upper()
     if pl in ("L1C", "L2A"):
@@ -247,6 +280,12 @@ def declared_level(item: Mapping[str, Any]) -> str | None:
         return "L1C"
     if pt.endswith("2A"):
         return "L2A"
+    if any(str(k).lower() == "scl" for k in (item.get("assets") or {})):
+        return "L2A"
+    for name in (item.get("collection"), item.get("id")):
+        m = re.search(r"(?<![A-Z0-9])(?:MSI)?(L1C|L2A)(?![A-Z0-9])", str(name or "").upper().replace("-", "_"))
+        if m:
+            return m.group(1)
     return None
 
 

@@ -46,7 +46,9 @@ def run_impacts(layers: Sequence[str | Path], zones_path: str | Path, id_field: 
               "overlapping_zones": "each zone counted independently"}
     meta = make_metadata("impacts", params, [*layers, zones_path])
     summary: dict[str, Any] = {**meta, "zones": int(len(zones)), "zone_periods_with_mining": int(len(res.table)),
-                               "zones_with_mining": int(res.table["zone_id"].nunique())}
+                               "zones_with_mining": int(res.table["zone_id"].nunique()),
+                               "overlaps": res.overlaps, "zones_merged_from_rows": zones.attrs.get("merged_rows", {}),
+                               "notes": impacts_notes(res, zones)}
     agree = None
     if ref is not None:
         value = "apportioned_ha" if area_field else "intersect_ha"
@@ -63,6 +65,19 @@ def run_impacts(layers: Sequence[str | Path], zones_path: str | Path, id_field: 
         write_csv(agree, out_dir / "agreement.csv", {**meta, "reference": str(reference)})
     write_json_atomic(out_dir / "summary.json", summary)
     return ImpactsResult(res, wide, agree, summary)
+
+
+def impacts_notes(res: ZonalResult, zones: gpd.GeoDataFrame) -> list[str]:
+    """What the user must know about how the inputs were counted (printed by the CLI, kept in the summary)."""
+    notes = []
+    for p, v in res.overlaps.items():
+        notes.append(f"period {p}: {v['polygons']} mining polygon(s) overlapped others of the same period "
+                     f"({v['overlap_ha']:,.1f} ha); overlaps counted once")
+    merged = zones.attrs.get("merged_rows", {})
+    if merged:
+        notes.append(f"{len(merged)} zone id(s) appear on several rows of the same zone; their rows were unioned "
+                     f"(e.g. {next(iter(merged))!r}: {next(iter(merged.values()))} rows)")
+    return notes
 
 
 def run_airstrips(airstrips_path: str | Path, mining: Sequence[str | Path], out_dir: str | Path,

@@ -21,7 +21,6 @@ Where the parameters go (every output file carries them):
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from minewatch import __version__
+from minewatch import __version__, periods
 from minewatch.atomic import atomic_path, write_json_atomic
 from minewatch.errors import MinewatchError
 from minewatch.postprocess.geom import EQUAL_AREA_CRS, area_ha, polygonal
@@ -41,93 +40,67 @@ PUBLISHED_AREA_FIELD = "Mined area (ha)"
 
 META_KEY = "minewatch"
 
-_PERIOD_CODE = re.compile(r"^(\d{4})(\d{2})$")
-_PERIOD_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(?!\d)")
-_PERIOD_TEXT = re.compile(r"^(\d{4})[-_ ]?([Qq][1-4])$")
+def normalize_period(value: object, source: str | Path = "period") -> str:
+    """A period label: ``2024`` (a year) or ``2024Q3`` (a quarter); ``""`` for a missing value.
 
-
-def normalize_period(value: object) -> str:
-    """A period label: ``2024`` (a year) or ``2024Q3`` (a quarter).
-
-    Accepts those forms, integers, and the upstream code ``YYYYQQ`` (``202400`` → ``2024``,
-    ``202502`` → ``2025Q2``). Anything else is kept as stripped text; missing values give ``""``.
+    Accepts every form :func:`minewatch.periods.parse_period` reads (labels, integers, the upstream
+    code ``YYYYQQ``: ``202400`` → ``2024``, ``202502`` → ``2025Q2``); anything else (``2024Q5``,
+    ``"last year"``) is a one-line error naming ``source``.
     """
-    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+    if periods.is_missing(value):
         return ""
-    if isinstance(value, (int, np.integer)) or (isinstance(value, (float, np.floating)) and float(value).is_integer()):
-        text = str(int(value))
-    else:
-        text = str(value).strip()
-    m = _PERIOD_CODE.match(text)
-    if m:
-        q = int(m.group(2))
-        return m.group(1) if q == 0 else f"{m.group(1)}Q{q}"
-    m = _PERIOD_TEXT.match(text)
-    if m:
-        return f"{m.group(1)}{m.group(2).upper()}"
-    return text
+    return periods.label(value, source)
 
 
 def period_from_filename(path: str | Path) -> str | None:
     """``mining_202400_simplified.geojson`` → ``"2024"``; ``None`` when the name has no ``YYYYQQ`` code."""
-    m = _PERIOD_IN_NAME.search(Path(path).stem)
-    return normalize_period(m.group(0)) if m else None
+    p = periods.from_filename(path)
+    return p.label if p is not None else None
 
 
-def period_sort_key(p: str) -> tuple[int, int, str]:
+def period_sort_key(p: str) -> tuple[int, int]:
     """Time order: a year sorts before its quarters (``2024`` < ``2024Q1`` < ``2025``)."""
-    m = re.match(r"^(\d{4})(?:Q([1-4]))?$", p)
-    if not m:
-        return (10**6, 0, p)
-    return (int(m.group(1)), int(m.group(2) or 0), p)
+    return periods.period_key(p)
 
 
-def sort_periods(periods: Sequence[str]) -> list[str]:
+def sort_periods(values: Sequence[str]) -> list[str]:
     """Unique non-empty periods in time order."""
-    return sorted({p for p in periods if p}, key=period_sort_key)
+    return periods.sort_periods(values)
 
 
 # --------------------------------------------------------------------------------------------- read
 
 
-def read_vector(path: str | Path) -> gpd.GeoDataFrame:
-    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors."""
-    path = Path(path)
-    if not path.exists():
-        raise MinewatchError(path, "file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(path)
-        else:
-            gdf = gpd.read_file(path)
-    except Exception as e:  # noqa: BLE001 - pyogrio/pyarrow raise many types; report one line
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise MinewatchError(path, f"cannot read as a vector layer ({msg})") from None
-    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
-        raise MinewatchError(path, "no geometry column")
-    if gdf.crs is None:  # RFC 7946 GeoJSON has no CRS member: it is WGS84 by definition
-        gdf = gdf.set_crs(4326)
-    elif not gdf.crs.equals("EPSG:4326"):
-        gdf = gdf.to_crs(4326)
-    return gdf
+def read_vector(path: str | Path, crs: Any = None) -> gpd.GeoDataFrame:
+    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors.
+
+    The one vector reader (:func:`minewatch.vectors.read_vector`): coordinates that do not fit
+    lon/lat in a file that states no CRS are refused unless ``--crs`` says what they are.
+    """
+    from minewatch.vectors import read_vector as _read
+
+    return _read(path, crs)
 
 
 def periods_for(gdf: pd.DataFrame, path: Path, period: str | None) -> pd.Series:
     """Each feature's period: ``period`` if given, else a ``period``/``year`` column, else the file name."""
     if period is not None:
-        return pd.Series(normalize_period(period), index=gdf.index)
+        return pd.Series(periods.label(period, "--period"), index=gdf.index)
     for col in ("period", "year"):
         if col in gdf.columns:
-            periods = gdf[col].map(normalize_period)
+            values = gdf[col]
+            uniq = pd.unique(values.to_numpy(dtype=object))
+            labels = {v: normalize_period(v, f"{path} (column {col!r})") for v in uniq if not periods.is_missing(v)}
+            found = values.map(lambda v: "" if periods.is_missing(v) else labels[v])
             break
     else:
         from_name = period_from_filename(path)
         if from_name is None:
             raise MinewatchError(path, "no period: add a 'period' column or a YYYYQQ code to the file name (mining_202400_…)")
-        periods = pd.Series(from_name, index=gdf.index)
-    if (periods == "").any():
-        raise MinewatchError(path, f"{int((periods == '').sum())} features have an empty period")
-    return periods
+        found = pd.Series(from_name, index=gdf.index)
+    if (found == "").any():
+        raise MinewatchError(path, f"{int((found == '').sum())} features have an empty period")
+    return found
 
 
 def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
@@ -190,9 +163,9 @@ def read_layer(path: str | Path, area_field: str | None = "auto", period: str | 
             raise MinewatchError(path, f"{int(np.isnan(stated).sum())} features have no numeric {area_field!r}")
     else:
         stated = np.full(len(gdf), np.nan)
-    periods = periods_for(gdf, path, period)
+    labels = periods_for(gdf, path, period)
     geoms = polygonal(gdf.geometry.to_numpy())
-    data: dict[str, Any] = {"period": periods.to_numpy(), "stated_ha": stated}
+    data: dict[str, Any] = {"period": labels.to_numpy(), "stated_ha": stated}
     for c in ("n_patches", "score_max", "score_mean"):
         if c in gdf.columns:
             data[c] = gdf[c].to_numpy()

@@ -196,19 +196,14 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
 
 def load_holdout(path: str | Path) -> tuple[str, BaseGeometry]:
     """(name, WGS84 geometry) of a hold-out region file (GeoJSON or any OGR vector)."""
-    import geopandas as gpd
+    from minewatch.vectors import read_vector
 
     path = Path(path)
     if not path.is_file():
         raise MinewatchError(path, "hold-out region file not found")
-    try:
-        gdf = gpd.read_file(path)
-    except Exception as e:  # pyogrio/fiona raise their own types
-        raise MinewatchError(path, f"unreadable vector file ({str(e).splitlines()[0][:160]})") from None
+    gdf = read_vector(path)
     if gdf.empty or gdf.geometry.isna().all():
         raise MinewatchError(path, "no geometries")
-    if gdf.crs is not None:
-        gdf = gdf.to_crs(4326)
     geom = gdf.geometry.make_valid().union_all()
     if geom.is_empty:
         raise MinewatchError(path, "geometries are empty")

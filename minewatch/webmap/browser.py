@@ -85,7 +85,7 @@ class Browser:
     def __enter__(self) -> Browser:
         exe = self.executable or find_chromium()
         if not exe:
-            raise MinewatchError("chromium", "no Chromium found (apt-get install chromium, or set MINEWATCH_CHROMIUM)")
+            raise MinewatchError("chromium", "no Chromium found (bash scripts/setup.sh installs it as root with apt-get; or apt-get install chromium, or set MINEWATCH_CHROMIUM)")
         self._profile = tempfile.mkdtemp(prefix="minewatch-chromium-")
         flags = [*BASE_FLAGS, f"--user-data-dir={self._profile}", f"--window-size={self.width},{self.height}"]
         if self.offline:

@@ -71,15 +71,22 @@ def rgb_band_indexes(descriptions: Sequence[str | None], count: int, where: Path
 
 
 def index_imagery(folder: str | Path) -> list[ImageryTile]:
-    """Every composite GeoTIFF under ``folder`` (clear-count rasters skipped), with WGS84 bounds."""
+    """Every composite GeoTIFF under ``folder`` (clear-count rasters skipped), with WGS84 bounds;
+    ``folder`` may also be one GeoTIFF."""
     import rasterio
     from rasterio.warp import transform_bounds
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise MinewatchError(folder, "imagery folder not found")
+    if folder.is_file():
+        if folder.suffix.lower() not in (".tif", ".tiff"):
+            raise MinewatchError(folder, "imagery must be a GeoTIFF (.tif) or a folder of them")
+        files = [folder]
+    elif folder.is_dir():
+        files = sorted(folder.rglob("*.tif")) + sorted(folder.rglob("*.tiff"))
+    else:
+        raise MinewatchError(folder, "imagery not found (give a GeoTIFF or a folder of composite GeoTIFFs)")
     tiles = []
-    for p in sorted(folder.rglob("*.tif")) + sorted(folder.rglob("*.tiff")):
+    for p in files:
         if p.stem.endswith("_clear"):
             continue
         try:
