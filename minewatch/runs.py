@@ -990,7 +990,7 @@ class UnitRun:
             "command": self.command,
             "layout": self.layout,
             "created": (self.previous or {}).get("created", _now()),
-            "parameters": self.params,
+            "parameters": _jsonable(self.params),
             "inputs": inputs,
             "tiles": {},
             "outputs": outputs,

@@ -83,15 +83,57 @@ def period_dates(period: str) -> tuple[dt.date, dt.date]:
 
 def card_thresholds(packages: Sequence[Any]) -> tuple[float, float | None]:
     """(t_main, t_iso) from the model cards (see the module docstring)."""
+    return thresholds_from_cards(
+        [{"threshold": p.card.threshold, "val_threshold_spec99": p.card.metrics.get("val_threshold_spec99")} for p in packages]
+    )
+
+
+def thresholds_from_cards(cards: Sequence[dict[str, Any]]) -> tuple[float, float | None]:
+    """(t_main, t_iso) from ``{"threshold", "val_threshold_spec99"}`` records (one per model)."""
+    if not cards:
+        raise MinewatchError("--preset card", "no model card to take thresholds from")
     mains, isos = [], []
-    for p in packages:
-        t = float(p.card.threshold)
+    for c in cards:
+        t = float(c["threshold"])
         mains.append(t)
-        s99 = p.card.metrics.get("val_threshold_spec99")
+        s99 = c.get("val_threshold_spec99")
         isos.append(max(t, float(s99)) if s99 is not None else t)
     t_main = sum(mains) / len(mains)
     t_iso = sum(isos) / len(isos)
     return t_main, (t_iso if t_iso > t_main else None)
+
+
+def patch_file_cards(patches: str | os.PathLike[str], model: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """The calibration records of the models that scored a patch file, and where they came from.
+
+    ``model`` (a package folder or shipped name) wins; else the ``model_cards`` that ``detect``
+    records in the file's metadata; else the packages named in its parameters (older files).
+    """
+    from minewatch.models.package import load_package
+
+    def rec(pkg: Any) -> dict[str, Any]:
+        return {"name": pkg.card.name, "threshold": pkg.card.threshold, "val_threshold_spec99": pkg.card.metrics.get("val_threshold_spec99")}
+
+    if model is not None:
+        return [rec(load_package(model))], f"model {model}"
+    from minewatch.postprocess.io import read_metadata
+
+    try:
+        meta = read_metadata(patches)
+    except (MinewatchError, OSError, ValueError):
+        from minewatch.postprocess.io import read_patches
+
+        read_patches(patches)  # an unreadable file: its own one-line error first
+        meta = {}
+    if meta.get("model_cards"):
+        return list(meta["model_cards"]), "the model card(s) recorded in the patch file"
+    names = (meta.get("parameters") or {}).get("models") or []
+    if names:
+        try:
+            return [rec(load_package(m)) for m in names], "the model card(s) of the packages that scored the file"
+        except MinewatchError as e:
+            raise MinewatchError(patches, f"the model that scored this file cannot be loaded ({e.problem}): give --model, or --preset single/cumulative/mean06") from None
+    raise MinewatchError(patches, "the file does not say which model scored it: give --model NAME for its card's thresholds, or --preset single/cumulative/mean06")
 
 
 def threshold_params(req: ChainRequest, packages: Sequence[Any]) -> Any:

@@ -335,7 +335,21 @@ def _meta(plan: DetectPlan, imagery_source: str) -> dict[str, Any]:
         "columns": {"score": "ensemble mean probability", **{c: "member probability" for c in plan.columns},
                     **{c: "scar share of the valid pixels of the patch's 24 px cell (tl, tr, bl, br)" for c in QUARTER_COLUMNS}},
         "mined_method": mask_method((*plan.bands, *plan.mask_bands)),
+        "model_cards": _card_calibration(plan.request.models),
     }
+
+
+def _card_calibration(models: Sequence[str]) -> list[dict[str, Any]]:
+    """Each model's name and operating thresholds, so post-processing can use the card's calibration
+    without finding the package again (``minewatch postprocess`` defaults to it)."""
+    from minewatch.models.package import load_package
+
+    out = []
+    for m in models:
+        c = load_package(m).card
+        s99 = c.metrics.get("val_threshold_spec99")
+        out.append({"name": c.name, "threshold": float(c.threshold), "val_threshold_spec99": None if s99 is None else float(s99)})
+    return out
 
 
 def _geo_metadata_union(files: Sequence[Path]) -> bytes | None:
