@@ -207,3 +207,46 @@ def test_default_rule_is_the_calibrated_one() -> None:
     assert cal, "minewatch/data/mined_calibration.json is missing (python scripts/calibrate_mined.py --write)"
     assert default_rule() == ScarRule.from_dict(cal["rule"])
     assert 0 < cal["total_interval90"][0] < cal["total_interval90"][1]
+
+
+def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path: Path) -> None:
+    """``minewatch run --demo`` then timeline, impacts and report, as typed in a folder with spaces:
+    every reader uses ``mined_ha`` unasked and says so; the footprint is labelled a footprint."""
+    import json
+
+    import pandas as pd
+
+    from minewatch.config import package_data_dir
+
+    work = tmp_path / "my runs"
+    work.mkdir()
+    r = _mw("run", "--demo", "--out", "demo run", "--scheduler", "synchronous", "--quiet", "--masks", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "mined area (estimate)" in r.stdout and "footprint" in r.stdout
+    assert list((work / "demo run" / "detect" / "masks").glob("*.tif"))
+    poly = gpd.read_parquet(work / "demo run" / "postprocess" / "mining.parquet")
+    assert poly["mined_ha"].notna().all() and (poly["mined_ha"] < poly["footprint_ha"]).all()
+    assert (poly["area_ha"] == poly["footprint_ha"]).all()
+    mined, fp = poly["mined_ha"].sum(), poly["footprint_ha"].sum()
+
+    r = _mw("timeline", "demo run/postprocess/mining.parquet", "--out", "time line", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "estimated = 'mined_ha'" in r.stdout
+    t = pd.read_csv(work / "time line" / "areas.csv", dtype={"period": str})
+    assert t["new_area_ha"].sum() == pytest.approx(mined, rel=1e-6) and t["new_footprint_ha"].sum() == pytest.approx(fp, rel=1e-6)
+
+    roi = package_data_dir() / "demo" / "roi.geojson"
+    r = _mw("impacts", "demo run/postprocess/mining.parquet", "--zones", str(roi), "--id-field", "name", "--out", "zone table", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "apportioned 'mined_ha'" in r.stdout
+    imp = pd.read_csv(work / "zone table" / "impacts.csv")
+    assert imp["apportioned_ha"].sum() == pytest.approx(mined, rel=1e-6) and imp["intersect_ha"].sum() == pytest.approx(fp, rel=1e-6)
+    assert json.loads((work / "zone table" / "summary.json").read_text())["parameters"]["area_field"] == "mined_ha"
+
+    r = _mw("report", "demo run", "--out", "my report.html", "--basemap", "none", cwd=work)
+    assert r.returncode == 0, r.stderr
+    page = (work / "my report.html").read_text(encoding="utf-8")
+    assert "Mined area (estimate)" in page and "90 % interval" in page and "footprint" in page
+    assert f"{mined:,.0f} ha" in page
+    html_map = (work / "demo run" / "map.html").read_text(encoding="utf-8")
+    assert '"areaLabel": "Mined area (estimate)"' in html_map or '"areaLabel":"Mined area (estimate)"' in html_map

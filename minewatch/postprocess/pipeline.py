@@ -86,6 +86,8 @@ class TimelineResult:
     new: gpd.GeoDataFrame
     cumulative: gpd.GeoDataFrame
     table: pd.DataFrame
+    area_field: str | None = None
+    """The per-polygon field behind the estimated columns (``mined_ha``, ``Mined area (ha)``, the footprint ``area_ha``, None)."""
 
 
 def run_timeline(layers: Sequence[str | Path], out_dir: str | Path, area_field: str | None = "auto",
@@ -99,4 +101,4 @@ def run_timeline(layers: Sequence[str | Path], out_dir: str | Path, area_field: 
     write_layer(new, out_dir, "new_mining", {**meta, "layer": "new mining per period (disjoint pieces)"})
     write_layer(cum, out_dir, "cumulative", {**meta, "layer": "dissolved union of all mining up to each period"})
     write_csv(table, out_dir / "areas.csv", {**meta, "table": "hectares per period (footprint: equal-area; area: stated estimate)"})
-    return TimelineResult(new, cum, table)
+    return TimelineResult(new, cum, table, layer.attrs.get("area_field"))
