@@ -385,8 +385,10 @@ def run_composites(
                 result.skipped.append(tid)
             else:
                 todo.append(tile)
+        if run.damage_report():
+            say(f"warning: {run.damage_report()}")
         if result.skipped:
-            say(f"{len(result.skipped)} tile(s) already finished, skipped")
+            say(f"{len(result.skipped)} tile(s) already finished, skipped (size and checksum checked)")
         if todo:
             plans = _plan_all(todo, request, source, say)
             plan_ids = {p.id for p in plans}
