@@ -8,6 +8,9 @@ import click
 
 from minewatch.vectors import crs_option
 
+WRITES = tuple(f"{n}{x}" for n in ("impacts.csv", "zones.csv", "agreement.csv") for x in ("", ".meta.json")) + (
+    "zones.parquet", "zones.geojson", "summary.json")
+
 
 @click.command(name="impacts")
 @crs_option
@@ -25,9 +28,15 @@ def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_fiel
             reference: Path | None, out_dir: Path) -> None:
     """Mined hectares of LAYERS inside each zone, per period: impacts.csv, zones.{csv,geojson,parquet}."""
     from minewatch.impacts.pipeline import run_impacts
+    from minewatch.runs import UnitRun, abs_path
 
+    layers = tuple(abs_path(p) for p in layers)
+    zones_path, out_dir = abs_path(zones_path), abs_path(out_dir)
+    reference = abs_path(reference) if reference is not None else None
     field = None if area_field.lower() == "none" else area_field
-    res = run_impacts(list(layers), zones_path, id_field, name_field, out_dir, area_field=field, reference=reference)
+    params = {"id_field": id_field, "name_field": name_field, "area_field": area_field}
+    with UnitRun(out_dir, "impacts", params, {"layer": list(layers), "zones": zones_path, "reference": reference}, writes=WRITES) as run:
+        res = run_impacts(list(layers), zones_path, id_field, name_field, run.staging, area_field=field, reference=reference)
     s = res.summary
     used = s["parameters"]["area_field"]
     why = "" if field is None else "; the layers carry no mined-area field"

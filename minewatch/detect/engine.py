@@ -583,8 +583,10 @@ def run_detect(
         todo_ids = set(run.todo(ids))
         todo = [j for j in plan.jobs if j.id in todo_ids]
         result.skipped = [t for t in ids if t not in todo_ids]
+        if run.damage_report():
+            say(f"warning: {run.damage_report()}")
         if result.skipped:
-            say(f"{len(result.skipped)} tile(s) already finished, skipped")
+            say(f"{len(result.skipped)} tile(s) already finished, skipped (size and checksum checked)")
 
         def done(tid: str, s: dict[str, Any]) -> None:
             run.tile_done(tid, [*tile_paths(out, tid), *([mask_path(out, tid)] if request.masks else [])])
