@@ -80,9 +80,7 @@ def pick_zone_fields(zone_id_field: str | None, zone_name_field: str | None, id_
     for new, old, name in ((zone_id_field, id_old, "zone-id-field"), (zone_name_field, name_old, "zone-name-field")):
         if new and old and new != old:
             raise MinewatchError(f"--{name}", f"given twice with different values ({new!r} and {old!r} via the old spelling)")
-        if old and not new:
-            click.echo(f"note: --{name.split('-', 1)[1]} is now spelled --{name}", err=True)
-        out.append(new or old)
+        out.append(new or old)  # the old spelling is silent: scripts and docs of earlier versions keep working
     return out[0], out[1]
 
 
