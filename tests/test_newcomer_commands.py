@@ -105,3 +105,20 @@ def test_train_device_cuda(real_chips, tmp_path: Path) -> None:  # noqa: ANN001
     assert r.exit_code == 0, r.output
     assert "training on cuda (" in r.output
     assert json.loads((tmp_path / "m" / "card.json").read_text())["training"]["device"].startswith("cuda")
+
+
+def test_progress_lines_for_long_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+    """timeline, map and report say what they are doing (on a terminal, or with MINEWATCH_PROGRESS=1);
+    piped output without it stays results only."""
+    up = shared_data / "upstream" / "detections"
+    layers = [str(up / "mining_202300_simplified.geojson"), str(up / "mining_202400_simplified.geojson")]
+    monkeypatch.setenv("MINEWATCH_PROGRESS", "1")
+    r = CliRunner().invoke(cli, ["timeline", *layers, "-o", str(tmp_path / "tl")])
+    assert r.exit_code == 0 and "timeline: reading 2 layer(s)" in r.output, r.output
+    r = CliRunner().invoke(cli, ["map", *layers, "-o", str(tmp_path / "m.html")])
+    assert r.exit_code == 0 and "map: reading 2 layer(s)" in r.output and "writing the page" in r.output, r.output
+    r = CliRunner().invoke(cli, ["report", *layers, "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and "report: charts" in r.output and "report: map" in r.output, r.output
+    monkeypatch.delenv("MINEWATCH_PROGRESS")
+    r = CliRunner().invoke(cli, ["timeline", *layers, "-o", str(tmp_path / "tl2")])
+    assert r.exit_code == 0 and "timeline: reading" not in r.output

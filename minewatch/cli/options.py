@@ -84,6 +84,25 @@ def pick_zone_fields(zone_id_field: str | None, zone_name_field: str | None, id_
     return out[0], out[1]
 
 
+def progress_lines(quiet: bool = False) -> Callable[[str], None]:
+    """A ``say(line)`` for the steps of a command that runs more than a few seconds: each line goes to
+    stderr with the seconds since the start, when stderr is a terminal (as tqdm's bars) or
+    ``MINEWATCH_PROGRESS=1``; never with ``--quiet``. Piped output stays what it was: results and,
+    on failure, the one error line."""
+    import os
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    on = not quiet and (os.environ.get("MINEWATCH_PROGRESS") == "1" or sys.stderr.isatty())
+
+    def say(line: str) -> None:
+        if on:
+            click.echo(f"{line} ({time.monotonic() - t0:.0f} s)", err=True)
+
+    return say
+
+
 # --- resolvers ------------------------------------------------------------------------------------
 def parse_band_names(text: str | None) -> tuple[str, ...] | None:
     """``"B4,B3,B2"`` → ``("B4", "B3", "B2")`` (canonical names); None/empty → None."""
@@ -140,5 +159,5 @@ def auto_tile_px(tile_px: int | None, imagery: Any, models: Sequence[str], bands
 
 __all__ = [
     "out_option", "workers_option", "scheduler_option", "quiet_option", "overwrite_option", "level_option", "source_option",
-    "zone_fields_options", "pick_zone_fields", "parse_band_names", "model_bands", "composite_bands", "auto_tile_px",
+    "zone_fields_options", "pick_zone_fields", "progress_lines", "parse_band_names", "model_bands", "composite_bands", "auto_tile_px",
 ]  # fmt: skip

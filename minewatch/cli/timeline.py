@@ -32,13 +32,13 @@ def command(layers: tuple[Path, ...], out_dir: Path, area_field: str, min_piece_
     layers = tuple(abs_path(p) for p in layers)
     out_dir = abs_path(out_dir)
     field = None if area_field.lower() == "none" else area_field
-    import time
+    from minewatch.cli.options import progress_lines
 
-    t0 = time.monotonic()
-    click.echo(f"timeline: reading {len(layers)} layer(s), cutting each period's new mining from the earlier ones …", err=True)
+    say = progress_lines()
     with UnitRun(out_dir, "timeline", {"area_field": area_field, "min_piece_ha": min_piece_ha}, {"layer": list(layers)}, writes=WRITES) as run:
+        say(f"timeline: reading {len(layers)} layer(s), cutting each period's new mining from the earlier ones …")
         res = run_timeline(list(layers), run.staging, area_field=field, min_piece_ha=min_piece_ha)
-    click.echo(f"timeline: done in {time.monotonic() - t0:.1f} s", err=True)
+        say("timeline: writing …")
     used = res.area_field
     click.echo(f"estimated = {repr(used) if used not in (None, 'area_ha') else 'footprint (no mined-area field in the layers)'}")
     for r in res.table.itertuples():
