@@ -7,8 +7,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="report")
+@crs_option
 @click.argument("run_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output HTML file.")
 @click.option("--layer", "layers", multiple=True, type=click.Path(path_type=Path),
@@ -30,15 +33,32 @@ def command(run_dir: Path | None, out: Path, layers: tuple[Path, ...], zones: Pa
 
     Charts are also written as PNGs in <out>_charts/. Without RUN_DIR, give the layers with --layer.
     """
+    from minewatch.runs import UnitRun, abs_path
     from minewatch.webmap.report import build_report, discover_run, write_pdf
 
     t0 = time.monotonic()
+
+    def opt(p: Path | None) -> Path | None:
+        return abs_path(p) if p is not None else None
+
+    run_dir, out, zones, airstrips, card, pdf = (opt(p) for p in (run_dir, out, zones, airstrips, card, pdf))
+    layers = tuple(abs_path(p) for p in layers)
+    imagery = tuple(abs_path(p) for p in imagery)
+    assert out is not None
     ri = discover_run(run_dir, layers, zones, airstrips, card, imagery)
-    path = build_report(ri, out, title=title, zone_id_field=zone_id_field, zone_name_field=zone_name_field,
-                        top_n=top_n, basemap=basemap)
-    click.echo(f"{path}: {path.stat().st_size / 1e6:.1f} MB from {len(ri.layers)} layer(s); "
+    params = {"title": title, "top": top_n, "basemap": basemap, "zone_id_field": zone_id_field,
+              "zone_name_field": zone_name_field, "pdf": str(pdf) if pdf else None, "run_dir": str(run_dir) if run_dir else None}
+    # the files the report was made from (not the whole run folder: hashing composites would cost more than the report)
+    inputs = {"layer": [abs_path(p) for p in ri.layers], "zones": opt(ri.zones), "airstrips": opt(ri.airstrips), "card": opt(ri.card_path)}
+    with UnitRun(out, "report", params, inputs, layout="file", writes=(out.name, out.stem + "_charts")) as run:
+        if pdf is not None:
+            run.stage(pdf)  # refuse a PDF path over an input before the work
+        path = build_report(ri, run.stage(out), title=title, zone_id_field=zone_id_field, zone_name_field=zone_name_field,
+                            top_n=top_n, basemap=basemap)
+        if pdf is not None:
+            write_pdf(path, run.stage(pdf))
+    click.echo(f"{out}: {out.stat().st_size / 1e6:.1f} MB from {len(ri.layers)} layer(s); "
                f"model card: {ri.card_path or 'not available'}; imagery tiles: {len(ri.imagery) or 'not available'}; "
                f"charts in {out.with_name(out.stem + '_charts')} ({time.monotonic() - t0:.1f} s)")
     if pdf is not None:
-        write_pdf(path, pdf)
         click.echo(f"{pdf}: {pdf.stat().st_size / 1e6:.1f} MB")

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import click
 
+from minewatch.vectors import crs_option
+
 
 @click.command(name="review")
+@crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--imagery", type=click.Path(path_type=Path), help="A composite GeoTIFF or a folder of them (B4,B3,B2 or 12 bands).")
 @click.option("--sample", "n", type=int, default=500, show_default=True, help="Number of detections to draw.")
@@ -21,9 +24,14 @@ def command(layers: tuple[Path, ...], imagery: Path | None, n: int, seed: int, o
     y (mine), n (not a mine), s (skip); labels are kept in the browser and exported as CSV for
     'minewatch precision'.
     """
+    from minewatch.runs import UnitRun, abs_path
     from minewatch.webmap.review import build_review
 
-    s = build_review(list(layers), imagery, n, seed, out, title=title)
+    layers = tuple(abs_path(p) for p in layers)
+    out = abs_path(out)
+    imagery = abs_path(imagery) if imagery is not None else None
+    with UnitRun(out, "review", {"sample": n, "seed": seed, "title": title}, {"layer": list(layers), "imagery": imagery}, layout="file") as run:
+        s = build_review(list(layers), imagery, n, seed, run.stage(out), title=title)
     click.echo(f"{out}: {len(s.items)} of {s.n_total:,} detections sampled (seed {seed}), "
                f"{len(s.items) - s.n_missing_imagery} with imagery, {s.n_missing_imagery} without; "
                f"{out.stat().st_size / 1e6:.1f} MB")

@@ -18,7 +18,7 @@ from pyproj import Geod
 
 from minewatch.errors import MinewatchError
 from minewatch.postprocess.geom import polygonal, transformer, utm_epsg_for
-from minewatch.postprocess.io import read_vector
+from minewatch.vectors import read_vector
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -26,26 +26,10 @@ _GEOD = Geod(ellps="WGS84")
 def read_airstrips(path: str | Path) -> gpd.GeoDataFrame:
     """Airstrip points: GeoJSON/GeoParquet points, or a CSV with latitude/longitude columns (WGS84)."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        if not path.exists():
-            raise MinewatchError(path, "file not found")
-        df = pd.read_csv(path)
-        df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed")])
-        low = {str(c).lower(): c for c in df.columns}
-        lat = next((low[c] for c in ("latitude", "lat", "y") if c in low), None)
-        lon = next((low[c] for c in ("longitude", "lon", "lng", "long", "x") if c in low), None)
-        if lat is None or lon is None:
-            raise MinewatchError(path, f"CSV needs latitude and longitude columns (columns: {list(df.columns)})")
-        x, y = pd.to_numeric(df[lon], errors="coerce"), pd.to_numeric(df[lat], errors="coerce")
-        bad = x.isna() | y.isna() | (y.abs() > 90) | (x.abs() > 180)
-        if bad.any():
-            raise MinewatchError(path, f"{int(bad.sum())} rows have missing or out-of-range coordinates")
-        gdf = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(x, y), crs=4326)
-    else:
-        gdf = read_vector(path)
-        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-        if not set(gdf.geom_type.unique()) <= {"Point"}:
-            gdf = gdf.set_geometry(gdf.geometry.representative_point())
+    gdf = read_vector(path, csv_points=True)
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    if not set(gdf.geom_type.unique()) <= {"Point"}:
+        gdf = gdf.set_geometry(gdf.geometry.representative_point())
     if len(gdf) == 0:
         raise MinewatchError(path, "no airstrips")
     return gdf.reset_index(drop=True)

@@ -206,11 +206,85 @@ def load_package(name_or_path: str | Path) -> ModelPackage:
         raise MinewatchError(card_path, f"invalid model card ({e})") from None
     if not (path / PATCH_GRAPH).exists():
         raise MinewatchError(path, f"not a model package: {PATCH_GRAPH} missing")
+    check_card(card, card_path)
     for name, digest in card.checksums.items():
         f = path / name
-        if f.exists() and sha256_file(f) != digest:
+        if not f.exists():
+            raise MinewatchError(f, "listed in card.json's checksums but missing from the package (copy the whole package folder)")
+        if sha256_file(f) != digest:
             raise MinewatchError(f, "checksum differs from card.json: the file is truncated, corrupted or replaced (copy or export the package again)")
+    for graph in (PATCH_GRAPH, FCN_GRAPH):
+        if (path / graph).exists():
+            check_graph_file(path / graph, card, fcn=graph == FCN_GRAPH)
     return ModelPackage(path, card)
+
+
+def check_card(card: ModelCard, where: Path) -> None:
+    """The card's own numbers must make sense, before any tile is read (else every tile fails alike)."""
+    import math
+
+    def bad(what: str) -> MinewatchError:
+        return MinewatchError(where, f"{what}: the model card is inconsistent (fix card.json or export the package again)")
+
+    for name in ("patch_px", "step_px"):
+        v = getattr(card, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise bad(f"{name} must be a positive whole number of pixels, got {v!r}")
+    if card.step_px > card.patch_px:
+        raise bad(f"step_px {card.step_px} is larger than patch_px {card.patch_px} (patches would leave gaps)")
+    if card.fcn_stride is not None and (not isinstance(card.fcn_stride, int) or card.fcn_stride <= 0 or card.step_px % card.fcn_stride):
+        raise bad(f"fcn_stride {card.fcn_stride!r} must be a positive divisor of step_px {card.step_px}")
+    t = card.threshold
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or not 0.0 < float(t) < 1.0:
+        raise bad(f"threshold must be a probability strictly between 0 and 1, got {t!r}")
+    if not card.members:
+        raise bad("no members listed")
+    if not card.spec.bands:
+        raise bad("no bands listed")
+
+
+def graph_external_files(model: Any) -> set[str]:
+    """File names an ONNX model (an ``onnx.ModelProto``) keeps its external tensor data in."""
+    import onnx
+
+    out: set[str] = set()
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            out.update(e.value for e in t.external_data if e.key == "location")
+    return out
+
+
+def _dims(value_info: Any) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_graph_file(path: Path, card: ModelCard, fcn: bool = False) -> None:
+    """The graph's declared input/output shapes must be the card's (patch size, bands, members), and
+    every external weights file it points at must be there. Reads the graph structure only."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises its own types
+        raise MinewatchError(path, f"not a loadable ONNX graph ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    for name in sorted(graph_external_files(model)):
+        if not (path.parent / name).exists():
+            raise MinewatchError(path.parent / name, f"weights file that {path.name} points at is missing (copy the whole package folder)")
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if not inputs:
+        raise MinewatchError(path, "not a loadable ONNX graph (empty, or it declares no input)")
+    dims = _dims(inputs[0])
+    nb = len(card.spec.bands)
+    if len(dims) != 4:
+        raise MinewatchError(path, f"graph input has {len(dims)} dimensions, expected N×H×W×C")
+    if dims[3] is not None and dims[3] != nb:
+        raise MinewatchError(path, f"graph takes {dims[3]} input bands but card.json lists {nb} {card.spec.bands}: the package is inconsistent")
+    if not fcn and (dims[1], dims[2]) != (None, None) and (dims[1], dims[2]) != (card.patch_px, card.patch_px):
+        raise MinewatchError(path, f"graph takes {dims[1]}×{dims[2]} px patches but card.json says patch_px {card.patch_px}: the package is inconsistent")
+    outs = {o.name: _dims(o) for o in model.graph.output}
+    if not fcn and "logits" in outs and len(outs["logits"]) == 2 and outs["logits"][1] is not None and outs["logits"][1] != len(card.members):
+        raise MinewatchError(path, f"graph outputs {outs['logits'][1]} member scores but card.json lists {len(card.members)} members {card.members}")
 
 
 def save_package(folder: str | Path, card: ModelCard, patch_onnx: bytes, fcn_onnx: bytes | None = None) -> Path:
@@ -225,8 +299,15 @@ def save_package(folder: str | Path, card: ModelCard, patch_onnx: bytes, fcn_onn
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(blob)
         card.checksums[name] = hashlib.sha256(blob).hexdigest()
-    for ext in sorted(folder.glob("*.bin")) + sorted(folder.glob("*.data")):  # ONNX external weights
-        card.checksums[ext.name] = sha256_file(ext)
+    # ONNX external weights: only the files the graphs point at (not whatever else lies in the folder)
+    import onnx
+
+    referenced: set[str] = set()
+    for blob in (patch_onnx, fcn_onnx):
+        if blob is not None:
+            referenced |= graph_external_files(onnx.load_from_string(blob))
+    for name in sorted(referenced):
+        card.checksums[name] = sha256_file(folder / name)
     if fcn_onnx is None:
         card.fcn_stride = None
     write_json_atomic(folder / CARD, card.to_dict())

@@ -54,7 +54,7 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     g[missing] = shapely.Polygon()
     invalid = ~shapely.is_valid(g)
     if invalid.any():
-        g[invalid] = shapely.make_valid(g[invalid])
+        g[invalid] = shapely.make_valid(g[invalid], method="structure", keep_collapsed=False)  # overlaps → union, not XOR
     mixed = np.flatnonzero(shapely.get_type_id(g) == 7)  # GeometryCollection
     for i in mixed:  # rare: only repaired geometries
         parts = [p for p in shapely.get_parts(g[i]) if shapely.get_type_id(p) in (3, 6)]

@@ -71,26 +71,15 @@ def sort_periods(values: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------- read
 
 
-def read_vector(path: str | Path) -> gpd.GeoDataFrame:
-    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors."""
-    path = Path(path)
-    if not path.exists():
-        raise MinewatchError(path, "file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(path)
-        else:
-            gdf = gpd.read_file(path)
-    except Exception as e:  # noqa: BLE001 - pyogrio/pyarrow raise many types; report one line
-        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise MinewatchError(path, f"cannot read as a vector layer ({msg})") from None
-    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
-        raise MinewatchError(path, "no geometry column")
-    if gdf.crs is None:  # RFC 7946 GeoJSON has no CRS member: it is WGS84 by definition
-        gdf = gdf.set_crs(4326)
-    elif not gdf.crs.equals("EPSG:4326"):
-        gdf = gdf.to_crs(4326)
-    return gdf
+def read_vector(path: str | Path, crs: Any = None) -> gpd.GeoDataFrame:
+    """Any vector file GeoPandas reads (GeoParquet by suffix), in WGS84; one-line errors.
+
+    The one vector reader (:func:`minewatch.vectors.read_vector`): coordinates that do not fit
+    lon/lat in a file that states no CRS are refused unless ``--crs`` says what they are.
+    """
+    from minewatch.vectors import read_vector as _read
+
+    return _read(path, crs)
 
 
 def periods_for(gdf: pd.DataFrame, path: Path, period: str | None) -> pd.Series:
@@ -143,12 +132,27 @@ def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFram
     return out.reset_index(drop=True)
 
 
+MINED_FIELDS = (PUBLISHED_AREA_FIELD, "mined_ha")
+"""Per-polygon mined-area fields: the published layers' figure and minewatch's own estimate."""
+
+
+def auto_area_field(gdf: pd.DataFrame) -> str | None:
+    """The mined-area field a layer offers: ``Mined area (ha)``, else ``mined_ha`` when every polygon
+    has one (detect output older than the estimate has NaN), else the footprint ``area_ha``, else None."""
+    if PUBLISHED_AREA_FIELD in gdf.columns:
+        return PUBLISHED_AREA_FIELD
+    if "mined_ha" in gdf.columns and len(gdf) and np.isfinite(pd.to_numeric(gdf["mined_ha"], errors="coerce").to_numpy(dtype=float)).all():
+        return "mined_ha"
+    return "area_ha" if "area_ha" in gdf.columns else None
+
+
 def read_layer(path: str | Path, area_field: str | None = "auto", period: str | None = None) -> gpd.GeoDataFrame:
     """One mining layer (WGS84) with ``period``, ``footprint_ha`` and ``stated_ha``.
 
     * ``footprint_ha``: the polygon's own area, equal-area (:data:`EQUAL_AREA_CRS`);
     * ``stated_ha``: the layer's per-polygon mined-area estimate, from ``area_field``; with ``"auto"``
-      the published ``Mined area (ha)`` when present, else minewatch's ``area_ha``, else NaN
+      the published ``Mined area (ha)`` when present, else minewatch's estimate ``mined_ha``, else
+      minewatch's footprint ``area_ha``, else NaN (:func:`auto_area_field`)
       (``None``: always NaN). A named field that is missing is an error naming the file.
 
     Score columns (``score_max``, ``score_mean``, ``n_patches``) are kept when present; ``source``
@@ -164,7 +168,7 @@ def read_layer(path: str | Path, area_field: str | None = "auto", period: str | 
     if kinds - {"Polygon", "MultiPolygon"}:
         raise MinewatchError(path, f"a mining layer must hold polygons, found {sorted(kinds)}")
     if area_field == "auto":
-        area_field = next((c for c in (PUBLISHED_AREA_FIELD, "area_ha") if c in gdf.columns), None)
+        area_field = auto_area_field(gdf)
     elif area_field is not None and area_field not in gdf.columns:
         cols = [c for c in gdf.columns if c != "geometry"]
         raise MinewatchError(path, f"--area-field {area_field!r} not among the columns {cols}")

@@ -36,40 +36,15 @@ def sort_periods(periods: Sequence[str]) -> list[str]:
 
 
 def _read_vector(path: Path) -> gpd.GeoDataFrame:
-    if not path.exists():
-        raise MinewatchError(path, "file not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(path)
-        elif path.suffix.lower() == ".csv":
-            gdf = _points_from_csv(path)
-        else:
-            gdf = gpd.read_file(path)
-    except MinewatchError:
-        raise
-    except Exception as e:  # noqa: BLE001 - pyogrio/pyarrow raise many types; report one line
-        raise MinewatchError(path, f"cannot read as a vector layer ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
-        raise MinewatchError(path, "no geometry column")
-    if gdf.crs is None:
-        gdf = gdf.set_crs(4326)
-    return gdf.to_crs(4326) if not gdf.crs.equals("EPSG:4326") else gdf
+    """The one vector reader (:mod:`minewatch.vectors`): WGS84 out, files with unplaceable coordinates refused."""
+    from minewatch.vectors import read_vector
 
-
-def _points_from_csv(path: Path) -> gpd.GeoDataFrame:
-    df = pd.read_csv(path)
-    cols = {c.lower(): c for c in df.columns}
-    lat = next((cols[c] for c in ("latitude", "lat", "y") if c in cols), None)
-    lon = next((cols[c] for c in ("longitude", "lon", "lng", "x") if c in cols), None)
-    if lat is None or lon is None:
-        raise MinewatchError(path, "CSV needs latitude/longitude columns (Latitude, Longitude)")
-    df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed")])
-    return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df[lon], df[lat]), crs=4326)
+    return read_vector(path, csv_points=True)
 
 
 def polygonal(geoms: np.ndarray) -> np.ndarray:
     """``make_valid`` that keeps only polygonal parts (a repaired bow-tie may gain stray lines)."""
-    g = shapely.make_valid(np.asarray(geoms))
+    g = shapely.make_valid(np.asarray(geoms), method="structure", keep_collapsed=False)  # overlapping parts → their union
     mixed = shapely.get_type_id(g) == 7  # GeometryCollection
     for i in np.flatnonzero(mixed):
         parts = [p for p in shapely.get_parts(g[i]) if p.geom_type in ("Polygon", "MultiPolygon")]
@@ -87,9 +62,11 @@ def area_ha(geoms: gpd.GeoSeries) -> np.ndarray:
 def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     """One mining layer as a WGS84 GeoDataFrame with ``period``, ``area_ha`` and ``score``.
 
-    Accepts minewatch layers (``period``, ``area_ha``, ``score_max``/``score_mean``/``score``) and the
-    published upstream layers (``year`` code, ``Mined area (ha)``). Missing periods come from
-    ``period``, then the file name (``mining_202400_…``); missing areas are computed (equal-area).
+    Accepts minewatch layers (``period``, ``mined_ha``/``area_ha``, ``score_max``/``score_mean``/``score``)
+    and the published upstream layers (``year`` code, ``Mined area (ha)``). ``area_ha`` here is the
+    mined area: minewatch's estimate ``mined_ha`` when every polygon has one, else the published
+    ``Mined area (ha)``, else the footprint (``area_kind`` says which: ``estimate``, ``published``,
+    ``footprint``). Missing periods come from ``period``, then the file name (``mining_202400_…``).
     ``score`` is NaN when the layer has none (the published layers carry no score). ``source`` and
     ``fid`` (row position in the file) identify each polygon; ``footprint_ha`` is its outline area.
     """
@@ -102,10 +79,14 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     if kinds - {"Polygon", "MultiPolygon"}:
         raise MinewatchError(path, f"expected polygons, found {sorted(kinds)}")
     periods = periods_for(gdf, path, period)
-    if "area_ha" in gdf.columns:
-        areas = gdf["area_ha"].astype(float).to_numpy()
+    kind = "footprint"
+    mined = pd.to_numeric(gdf["mined_ha"], errors="coerce").to_numpy(dtype=float) if "mined_ha" in gdf.columns else None
+    if mined is not None and len(mined) and np.isfinite(mined).all():
+        areas, kind = mined, "estimate"  # minewatch's per-cell mined-area estimate
     elif "Mined area (ha)" in gdf.columns:
-        areas = gdf["Mined area (ha)"].astype(float).to_numpy()
+        areas, kind = gdf["Mined area (ha)"].astype(float).to_numpy(), "published"
+    elif "area_ha" in gdf.columns:
+        areas = gdf["area_ha"].astype(float).to_numpy()  # minewatch's footprint
     else:
         areas = area_ha(gdf.geometry)
     score = next((gdf[c].astype(float).to_numpy() for c in ("score_max", "score", "score_mean") if c in gdf.columns), None)
@@ -119,6 +100,7 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
             "n_patches": gdf["n_patches"].to_numpy() if "n_patches" in gdf.columns else np.nan,
             "source": path.name,
             "fid": fid,
+            "area_kind": kind,
         },
         geometry=geoms,
         crs=4326,
@@ -267,17 +249,22 @@ def zone_period_area(zones: gpd.GeoDataFrame, polys: gpd.GeoDataFrame, periods: 
     A polygon counts with its stated ``area_ha`` scaled by the share of its footprint inside the zone
     (equal-area), so layers whose stated mined area is smaller than their outline (the published
     ones) and minewatch layers (stated = footprint) are both handled. Intersections are computed
-    only for candidate pairs from an STRtree; polygons of one period are assumed not to overlap.
+    only for candidate pairs from an STRtree; polygons of one period that overlap are first made
+    disjoint (:func:`minewatch.impacts.zonal.disjoint_pieces`), so an overlap counts once.
     """
     table = pd.DataFrame(0.0, index=pd.Index(zones["zone_id"], name="zone_id"), columns=list(periods))
     if len(polys) == 0 or len(zones) == 0:
         return table
+    from minewatch.impacts.zonal import disjoint_pieces
+
     zg = zones.to_crs(EQUAL_AREA_CRS).geometry.to_numpy()
     pg = polys.to_crs(EQUAL_AREA_CRS).geometry.to_numpy()
-    zi, pi = shapely.STRtree(pg).query(zg, predicate="intersects")
+    # overlapping polygons of one period (a layer given twice, self-overlaps) count once, as in impacts
+    own, _ = disjoint_pieces(pg, polys["period"].astype(str).to_numpy())
+    zi, pi = shapely.STRtree(own).query(zg, predicate="intersects")
     if len(zi) == 0:
         return table
-    inside = shapely.area(shapely.intersection(zg[zi], pg[pi]))
+    inside = shapely.area(shapely.intersection(zg[zi], own[pi]))
     whole = shapely.area(pg[pi])
     share = np.divide(inside, whole, out=np.zeros_like(inside), where=whole > 0)
     ha = polys["area_ha"].to_numpy(dtype=float)[pi] * np.clip(share, 0.0, 1.0)

@@ -27,7 +27,8 @@ from minewatch.atomic import write_text_atomic
 from minewatch.errors import MinewatchError
 from minewatch.webmap import charts
 from minewatch.webmap.layers import EQUAL_AREA_CRS
-from minewatch.webmap.map import MapData, build_map_data, map_fragment
+from minewatch.postprocess.mined import mined_note
+from minewatch.webmap.map import ESTIMATE_LABEL, FOOTPRINT_LABEL, MapData, build_map_data, map_fragment
 
 LAYER_SUFFIXES = (".parquet", ".geoparquet", ".geojson", ".gpkg")
 NOT_AVAILABLE = "not available"
@@ -256,13 +257,22 @@ def discover_run(
     return ri
 
 
+def mined_interval(total_ha: float) -> tuple[float, float] | None:
+    """90 % interval of a total of ``mined_ha`` from the shipped calibration (None without one)."""
+    from minewatch.detect.mask import calibration
+
+    iv = calibration().get("total_interval90")
+    return (total_ha * iv[0], total_ha * iv[1]) if iv else None
+
+
 # --- HTML ---------------------------------------------------------------------------------------
 CAVEATS = [
     ("Patches overstate mined area",
      "The detector classifies 480 m × 480 m patches (48 × 48 pixels at 10 m) on a 240 m step, and a "
      "polygon is the union of the patches it calls mining, so outlines are blocky and larger than the "
-     "disturbed ground. Layers that state a mined area inside each outline (the published Amazon Mining "
-     "Watch layers) are reported with that area; outline areas are given separately."),
+     "disturbed ground. Layers that state a mined area inside each outline (minewatch's own estimate "
+     "mined_ha, or the published Amazon Mining Watch layers) are reported with that area; outline areas "
+     "(footprints) are given separately."),
     ("Clouds",
      "Detections come from cloud-masked median composites. Where clouds persist, a composite has gaps "
      "(nothing can be detected) or cloud and shadow remnants (which can cause false detections). The "
@@ -455,6 +465,16 @@ def build_report(
     period_rows = [[s.period, _fmt(s.n_polygons), _fmt(s.area_ha), _fmt(s.new_ha), _fmt(s.cumulative_ha)] for s in md.stats]
     sources = ", ".join(sorted({str(x) for x in md.layer["source"].unique()})) if "source" in md.layer else ""
     area_note = ""
+    interval = mined_interval(float(s_last.area_ha)) if label == ESTIMATE_LABEL else None
+    if interval is not None:
+        kpis[0] = (f"{s_last.area_ha:,.0f} ha", f"mined area (estimate) in {last}; 90 % interval {interval[0]:,.0f}–{interval[1]:,.0f} ha")
+        area_note = ("<p>" + e(mined_note()) + f". Over all periods the estimate is {fp_ratio * 100:.0f} % of the footprint "
+                     f"(the outline of whole 480 m patches, {md.layer['footprint_ha'].sum():,.0f} ha). The interval applies to "
+                     "a total over many polygons; a single polygon's error is larger (see docs/impacts.md).</p>")
+    elif label == FOOTPRINT_LABEL:
+        area_note = ("<p>These areas are footprints: the outline of whole 480 m patches, which overstates mined "
+                     "ground several-fold. The layers carry no mined-area estimate (rerun post-processing on "
+                     "current detect output for <code>mined_ha</code>).</p>")
     if label == "Mined area":
         area_note = (f"<p>The layers state a mined area inside each outline; over all periods it is "
                      f"{fp_ratio * 100:.0f} % of the outline area. New and cumulative areas scale each "
