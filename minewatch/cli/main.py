@@ -65,6 +65,12 @@ class LazyGroup(click.Group):
         except MinewatchError as e:
             click.echo(f"minewatch: error: {e.oneline()}", err=True)
             sys.exit(2)
+        except OSError as e:
+            # the backstop for every output (and input) edge: one line naming the path and the cause
+            from minewatch.runs import output_error
+
+            click.echo(f"minewatch: error: {output_error(e, ctx.invoked_subcommand or 'minewatch').oneline()}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
