@@ -29,10 +29,12 @@ from minewatch.train.scorecard import make_split
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PendingDeprecationWarning", "ignore::DeprecationWarning")
 
 
-def _review_csv(path: Path, truth: gpd.GeoDataFrame, n_mines: int = 16, n_not: int = 20, seed: int = 0) -> pd.DataFrame:
+def _review_csv(path: Path, truth: gpd.GeoDataFrame, n_mines: int = 16, n_not: int = 20, seed: int = 0, exclude: set[str] = frozenset()) -> pd.DataFrame:  # type: ignore[assignment]
     """A review export of demo cells: point inside each cell (off-centre, as a detection's
     representative point is), label yes/no from the truth file, plus rows a reviewer skipped."""
     rng = np.random.default_rng(seed)
+    ids = "demo:" + truth["cell_row"].astype(str) + "-" + truth["cell_col"].astype(str)
+    truth = truth[~ids.isin(exclude)]
     mines = truth[truth["truth"] == "mine"].sample(n_mines, random_state=seed)
     nots = truth[truth["truth"] == "not-mine"].sample(n_not, random_state=seed)
     skips = truth[truth["truth"] == "nodata"].head(2)
@@ -83,9 +85,16 @@ def test_review_chips_finetune_detect_on_the_demo(real_chips: ChipSet, tmp_path:
         assert local.labels[i] == int(t.label)
     assert set(local.meta["patch_id"]) == {d for d, lab in zip(review["detection_id"], review["label"], strict=True) if lab in ("yes", "no")}
 
+    # other reviewed cells, held out of fine-tuning: the local figures; giving the training chips is refused
+    _review_csv(work / "held out.csv", truth, 8, 8, seed=1, exclude=set(review["detection_id"]))
+    assert run.invoke(cli, ["chips", "--points", "held out.csv", "--imagery", str(demo.imagery), "--out", "held out chips"]).exit_code == 0
+    r = run.invoke(cli, ["train", "--init", "default", "--chips", "local chips", "--replay", "replay chips", "--epochs", "1",
+                         "--eval-chips", "local chips", "--out", "refused", "--quiet"])  # fmt: skip
+    assert r.exit_code != 0 and "never trained on" in r.output and not (work / "refused" / "card.json").exists()
+
     # fine-tune the shipped default (an ensemble) member by member, one pass over the local chips
     r = run.invoke(cli, ["train", "--init", "default", "--chips", "local chips", "--replay", "replay chips", "--epochs", "1",
-                         "--eval-chips", "local chips", "--out", "adapted model", "--quiet"])  # fmt: skip
+                         "--eval-chips", "held out chips", "--out", "adapted model", "--quiet"])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "fine-tuned default on 36 local chips (16 mines)" in r.output
     base, pkg = load_package("default"), load_package(work / "adapted model")
@@ -100,7 +109,8 @@ def test_review_chips_finetune_detect_on_the_demo(real_chips: ChipSet, tmp_path:
     replay = load_chips(work / "replay chips")
     split = make_split(replay, 0.15, 0)
     assert val["n"] == len(split.val) and 0 < val["ap"] <= 1
-    assert set(card.metrics["local_eval"][str(Path("local chips"))]) >= {"finetuned", "base", "chips_sha256"}
+    ev = card.metrics["local_eval"]["held out chips"]
+    assert ev["n"] == 16 and ev["finetuned"]["n_pos"] == 8 and 0 <= ev["finetuned"]["ap"] <= 1 and 0 <= ev["base"]["ap"] <= 1
     assert card.metrics["holdouts"] == {}
 
     # detect again on the demo: scores change, the fast path equals patch by patch

@@ -302,6 +302,13 @@ def concat_chips(sets: list[ChipSet]) -> ChipSet:
     return ChipSet(np.concatenate([s.pixels for s in sets]), np.concatenate([s.labels for s in sets]), pd.concat(metas, ignore_index=True), first.spec, first.path)
 
 
+def chip_hashes(pixels: np.ndarray) -> np.ndarray:
+    """One 64-bit content hash per chip (its bytes): finds the same chip in two datasets."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.blake2b(np.ascontiguousarray(p).tobytes(), digest_size=8).digest(), "little") for p in pixels], dtype=np.uint64)
+
+
 def _digest(c: ChipSet) -> dict[str, Any]:
     npz = c.path / "chips.npz" if c.path is not None else None
     return {"path": str(c.path) if c.path else None, "chips_sha256": sha256_file(npz) if npz is not None and npz.exists() else None, "n": len(c), "n_pos": int(c.labels.sum())}
@@ -368,6 +375,19 @@ def finetune_package(
         hr = [r for r in base.card.training.get("holdout_regions", []) if Path(r).exists()]
         split = make_split(replay_all, vf, seed, hr, list(base.card.training.get("holdout_sources", [])))
         split.holdouts = {}  # the fine-tune may have trained on those places: not reported as never seen
+    local_h = chip_hashes(local.pixels)
+    for es in eval_sets:
+        both = int(np.isin(chip_hashes(es.pixels), local_h).sum())
+        if both:
+            raise MinewatchError(str(es.path), f"{both} of its chips are also fine-tuning chips (--chips): held-out figures need chips the model never trained on")
+    n_val_dropped = 0
+    if split is not None and replay_all is not None:
+        # a local chip that is also an original chip (e.g. the shared chips re-cut): never in replay or validation
+        same = np.isin(chip_hashes(replay_all.pixels), local_h)
+        if same.any():
+            n_val_dropped = int(same[split.val].sum())
+            split.train, split.val = split.train[~same[split.train]], split.val[~same[split.val]]
+            log(f"note: {int(same.sum())} local chip(s) are also original chips; left out of replay and validation ({n_val_dropped} from validation)")
     sample = (replay_all.subset(split.val).pixels[:64] if split is not None else local.pixels[:64]).astype(np.float32)
     members = rebuild_members(base, sample)
     replay_train = replay_all.subset(split.train) if (replay_all is not None and split is not None) else None
@@ -433,6 +453,7 @@ def finetune_package(
                 "n_local": len(local),
                 "n_local_pos": int(local.labels.sum()),
                 "replay": None if replay_train is None else {"chips": str(replay_path), "pool": len(replay_train), "how": "fresh random sample every batch from the base's training split"},
+                "val_chips_dropped_as_local": n_val_dropped,
                 "config": cfg.to_dict(),
                 "members": runs,
                 "date": dt.date.today().isoformat(),
