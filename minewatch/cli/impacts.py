@@ -39,7 +39,7 @@ def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_fiel
         res = run_impacts(list(layers), zones_path, id_field, name_field, run.staging, area_field=field, reference=reference)
     s = res.summary
     used = s["parameters"]["area_field"]
-    why = "" if field is None else "; the layers carry no mined-area field"
+    why = "" if field is None else "; not every layer carries a mined-area field"
     click.echo(f"measure: {'apportioned ' + repr(used) if used else 'footprint (whole patches' + why + ')'}")
     for note in s.get("notes", []):
         click.echo(f"note: {note}")

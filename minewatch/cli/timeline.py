@@ -35,7 +35,10 @@ def command(layers: tuple[Path, ...], out_dir: Path, area_field: str, min_piece_
     with UnitRun(out_dir, "timeline", {"area_field": area_field, "min_piece_ha": min_piece_ha}, {"layer": list(layers)}, writes=WRITES) as run:
         res = run_timeline(list(layers), run.staging, area_field=field, min_piece_ha=min_piece_ha)
     used = res.area_field
-    click.echo(f"estimated = {repr(used) if used not in (None, 'area_ha') else 'footprint (no mined-area field in the layers)'}")
+    if len(res.area_fields) > 1:
+        click.echo(f"estimated = mixed, per layer: {', '.join(repr(f) for f in res.area_fields)} ('area_ha' is a footprint)")
+    else:
+        click.echo(f"estimated = {repr(used) if used not in (None, 'area_ha') else 'footprint (no mined-area field in the layers)'}")
     for r in res.table.itertuples():
         click.echo(f"{r.period:>7}  new {r.new_footprint_ha:>12,.1f} ha footprint, {r.new_area_ha:>11,.1f} ha estimated"
                    f"   cumulative {r.cumulative_footprint_ha:>12,.1f} ha")
