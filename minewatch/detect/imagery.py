@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from minewatch.errors import MinewatchError
-from minewatch.grid import FALSE_NORTHING_SOUTH, Tile, tiles_for_geometry
+from minewatch.grid import FALSE_NORTHING_SOUTH, Tile, _transformer, tiles_for_geometry
 
 LEVEL_TAGS = ("PROCESSING_LEVEL", "MINEWATCH_LEVEL")
 TIF_SUFFIXES = (".tif", ".tiff")
@@ -350,27 +350,47 @@ def tiles_for_raster(ref: RasterRef, tile_px: int, resolution: float, halo_px: i
 
     A tile reads ``halo_px`` beyond its right and bottom edges, so the raster's footprint is grown by
     ``halo_px`` to the left and top before intersecting. A UTM raster on the 10 m lattice gets tiles
-    of its own zone (its pixels are then copied, never resampled); anything else gets the tiles
-    :func:`minewatch.grid.tiles_for_geometry` assigns to its WGS84 footprint.
+    of its own zone (its pixels are then copied, never resampled) and, where it reaches past its
+    zone's strip, the next zone's tiles over that part; anything else gets the tiles
+    :func:`minewatch.grid.tiles_for_geometry` assigns to its WGS84 footprint (split by zone strip).
+    Which patches of a seam tile are scored is decided per patch by
+    :func:`minewatch.detect.lattice.zone_owned`.
     """
     left, bottom, right, top = ref.bounds
     grow = halo_px * resolution  # metres
     utm = utm_zone_of_epsg(ref.epsg)
     size = tile_px * resolution
+    from pyproj import CRS, Transformer
+
+    tr = _transformer(ref.epsg, 4326) if ref.epsg is not None else Transformer.from_crs(CRS.from_wkt(ref.crs_wkt), 4326, always_xy=True)
     if utm is not None and math.isclose(ref.resolution, resolution) and _on_lattice(ref.transform[2], resolution) and _on_lattice(ref.transform[5], resolution):
         zone, south = utm
-        left, top = left - grow, top + grow
+        gl, gt = left - grow, top + grow
         off = FALSE_NORTHING_SOUTH if south else 0.0
         eps = 1e-6 * size
-        ix0, ix1 = math.floor(left / size), math.ceil(right / size - eps)
-        iy0, iy1 = math.floor((bottom - off) / size), math.ceil((top - off) / size - eps)
-        return [Tile(zone, ix, iy, tile_px, resolution) for iy in range(iy0, iy1) for ix in range(ix0, ix1)]
+        ix0, ix1 = math.floor(gl / size), math.ceil(right / size - eps)
+        iy0, iy1 = math.floor((bottom - off) / size), math.ceil((gt - off) / size - eps)
+        own = [Tile(zone, ix, iy, tile_px, resolution) for iy in range(iy0, iy1) for ix in range(ix0, ix1)]
+        # The raster may reach past its zone's strip (a composite at a seam, a scene in its native
+        # zone): that ground belongs to the next zone's tiles, which read it by reprojection.
+        xs, ys = [left, right, left, right, (left + right) / 2, (left + right) / 2], [bottom, bottom, top, top, bottom, top]
+        lon = np.asarray(tr.transform(xs, ys)[0])
+        cm = -183.0 + 6.0 * zone
+        d = (lon - cm + 180.0) % 360.0 - 180.0
+        if d.min() > -3.0 and d.max() < 3.0:
+            return own
+        others = [t for t in _tiles_for_footprint(ref, tr, grow, tile_px, resolution) if t.zone != zone]
+        return sorted(set(own) | set(others))
+    return _tiles_for_footprint(ref, tr, grow, tile_px, resolution)
+
+
+def _tiles_for_footprint(ref: RasterRef, tr: Any, grow: float, tile_px: int, resolution: float) -> list[Tile]:
+    """Grid tiles (every zone) over the raster's WGS84 footprint grown west and north by ``grow`` m."""
     import shapely
-    from pyproj import CRS, Transformer
     from shapely.geometry import box
     from shapely.ops import transform as shp_transform
 
-    tr = Transformer.from_crs(CRS.from_wkt(ref.crs_wkt), 4326, always_xy=True)
+    left, bottom, right, top = ref.bounds
     foot = shp_transform(tr.transform, shapely.segmentize(box(left, bottom, right, top), max(right - left, top - bottom) / 16))
     # grow west and north by the halo (metres → degrees; generous near the poles, never too small)
     x0, y0, x1, y1 = foot.bounds
@@ -431,6 +451,8 @@ def read_tile(refs: Sequence[RasterRef], tile: Tile, bands: Sequence[str], halo_
     dn = np.zeros((size, size, nb), dtype=np.float32)
     valid = np.zeros((size, size), dtype=bool)
     used: list[str] = []
+    # rasters of the tile's own zone first: their pixels are copied exactly, others are reprojected
+    refs = sorted(refs, key=lambda r: (utm_zone_of_epsg(r.epsg) or (0, False))[0] != tile.zone)
     for ref in refs:
         if valid.all():
             break
