@@ -485,7 +485,8 @@ def test_geojson_and_metadata_of_the_region_file(mosaic: tuple, pkg: Path, tmp_p
     assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(got) > 0 and "crs" not in doc
     assert doc["minewatch"]["parameters"]["min_score"] == 0.3
     f = doc["features"][0]
-    assert set(f["properties"]) == {"tile", "row", "col", "epsg", "score", "score_a", "score_b", "valid_frac", "period"}
+    assert set(f["properties"]) == {"tile", "row", "col", "epsg", "score", "score_a", "score_b", "valid_frac", "period",
+                                    "mined_tl", "mined_tr", "mined_bl", "mined_br"}
     assert read_metadata(tmp_path / "o" / "patches.parquet")["command"] == "detect"
     geo = json.loads(pq.read_schema(tmp_path / "o" / "patches.parquet").metadata[b"geo"])
     bbox = geo["columns"]["geometry"]["bbox"]

@@ -338,7 +338,7 @@ def test_cli_postprocess_end_to_end(tmp_path: Path) -> None:
     cells = cluster(0, 0, 6, 0.5) + [(600, 600, 0.9), (0, 900, 0.5)]
     patches_on_tile(TILE, cells).to_parquet(tmp_path / "patches.parquet")
     out = tmp_path / "out"
-    r = CliRunner().invoke(cli, ["postprocess", str(tmp_path / "patches.parquet"), "--out", str(out), "--simplify", "10"])
+    r = CliRunner().invoke(cli, ["postprocess", str(tmp_path / "patches.parquet"), "--out", str(out), "--simplify", "10", "--preset", "single"])
     assert r.exit_code == 0, r.output
     layer = gpd.read_parquet(out / "mining.parquet")
     assert sorted(layer["n_patches"]) == [1, 6]

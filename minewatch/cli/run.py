@@ -30,11 +30,12 @@ from minewatch.cli.options import level_option
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
 @click.option("--workers", type=click.IntRange(1, 512), default=None, help="Dask LocalCluster workers (default: one per 8 cores) or tiles at once in process (default 1).")
 @click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (a LocalCluster), 'threads' or 'synchronous'; default 'auto': in process on one machine.")
+@click.option("--masks", is_flag=True, help="Detect also writes detect/masks/<tile>.tif, the mined-pixel mask (uint8 COG).")
 @click.option("--overwrite", is_flag=True, help="Start over: delete the previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path | None, out_dir: Path | None, models: tuple[str, ...],
             source: str, level: str | None, min_score: float, min_valid: float, preset: str, t_main: float | None, t_iso: float | None,
-            simplify_m: float | None, no_map: bool, tile_px: int | None, workers: int | None, scheduler: str | None, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+            simplify_m: float | None, no_map: bool, tile_px: int | None, workers: int | None, scheduler: str | None, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
     """Composite (or read) imagery, detect mines, dissolve them into polygons and draw a web map.
 
     \b
@@ -61,7 +62,7 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     req = ChainRequest(
         models=tuple(models), roi_file=str(roi_file) if roi_file else None, period=period, imagery=str(imagery) if imagery else None,
         demo=demo, source=source, level=level.upper() if level else None, min_score=min_score, min_valid=min_valid,
-        preset=preset, t_main=t_main, t_iso=t_iso, simplify_m=simplify_m, map=not no_map, tile_px=tile_px,
+        preset=preset, t_main=t_main, t_iso=t_iso, simplify_m=simplify_m, map=not no_map, tile_px=tile_px, masks=masks,
     )  # fmt: skip
     res = run_chain(req, out_dir, scheduler=scheduler, workers=workers, progress=not quiet, fresh=overwrite, argv=sys.argv,
                     log=lambda s: click.echo(s, err=True))  # fmt: skip

@@ -61,6 +61,8 @@ class ChainRequest:
     map: bool = True
     tile_px: int | None = None
     """Tile size for compositing and detection; default: the composites' own, else 1008."""
+    masks: bool = False
+    """Detect also writes the per-pixel mined mask, ``detect/masks/<tile>.tif``."""
 
 
 @dataclass
@@ -81,15 +83,57 @@ def period_dates(period: str) -> tuple[dt.date, dt.date]:
 
 def card_thresholds(packages: Sequence[Any]) -> tuple[float, float | None]:
     """(t_main, t_iso) from the model cards (see the module docstring)."""
+    return thresholds_from_cards(
+        [{"threshold": p.card.threshold, "val_threshold_spec99": p.card.metrics.get("val_threshold_spec99")} for p in packages]
+    )
+
+
+def thresholds_from_cards(cards: Sequence[dict[str, Any]]) -> tuple[float, float | None]:
+    """(t_main, t_iso) from ``{"threshold", "val_threshold_spec99"}`` records (one per model)."""
+    if not cards:
+        raise MinewatchError("--preset card", "no model card to take thresholds from")
     mains, isos = [], []
-    for p in packages:
-        t = float(p.card.threshold)
+    for c in cards:
+        t = float(c["threshold"])
         mains.append(t)
-        s99 = p.card.metrics.get("val_threshold_spec99")
+        s99 = c.get("val_threshold_spec99")
         isos.append(max(t, float(s99)) if s99 is not None else t)
     t_main = sum(mains) / len(mains)
     t_iso = sum(isos) / len(isos)
     return t_main, (t_iso if t_iso > t_main else None)
+
+
+def patch_file_cards(patches: str | os.PathLike[str], model: str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """The calibration records of the models that scored a patch file, and where they came from.
+
+    ``model`` (a package folder or shipped name) wins; else the ``model_cards`` that ``detect``
+    records in the file's metadata; else the packages named in its parameters (older files).
+    """
+    from minewatch.models.package import load_package
+
+    def rec(pkg: Any) -> dict[str, Any]:
+        return {"name": pkg.card.name, "threshold": pkg.card.threshold, "val_threshold_spec99": pkg.card.metrics.get("val_threshold_spec99")}
+
+    if model is not None:
+        return [rec(load_package(model))], f"model {model}"
+    from minewatch.postprocess.io import read_metadata
+
+    try:
+        meta = read_metadata(patches)
+    except (MinewatchError, OSError, ValueError):
+        from minewatch.postprocess.io import read_patches
+
+        read_patches(patches)  # an unreadable file: its own one-line error first
+        meta = {}
+    if meta.get("model_cards"):
+        return list(meta["model_cards"]), "the model card(s) recorded in the patch file"
+    names = (meta.get("parameters") or {}).get("models") or []
+    if names:
+        try:
+            return [rec(load_package(m)) for m in names], "the model card(s) of the packages that scored the file"
+        except MinewatchError as e:
+            raise MinewatchError(patches, f"the model that scored this file cannot be loaded ({e.problem}): give --model, or --preset single/cumulative/mean06") from None
+    raise MinewatchError(patches, "the file does not say which model scored it: give --model NAME for its card's thresholds, or --preset single/cumulative/mean06")
 
 
 def threshold_params(req: ChainRequest, packages: Sequence[Any]) -> Any:
@@ -218,7 +262,7 @@ def run_chain(
 
         tile_px = auto_tile_px(req.tile_px, imagery, req.models, log=say)
         dreq = DetectRequest(models=tuple(req.models), period=period or "", min_score=req.min_score, min_valid=req.min_valid,
-                             level=req.level, tile_px=tile_px)  # fmt: skip
+                             level=req.level, tile_px=tile_px, masks=req.masks)  # fmt: skip
         det = run_detect(
             imagery, dreq, out / "detect", roi=roi.geometry if roi is not None else None, roi_file=roi_file,
             scheduler=scheduler, workers=workers, progress=progress, fresh=fresh, argv=argv, log=say,
@@ -287,8 +331,10 @@ def _postprocess(req: ChainRequest, scorer: Any, out: Path, res: ChainResult, sa
     folder = out / "postprocess"
     pp = run_postprocess(out / "detect" / "patches.parquet", folder, params, simplify_m=req.simplify_m)
     s = pp.stats
-    res.stages["postprocess"] = {"folder": str(folder), "thresholds": params.as_dict(), **{k: s[k] for k in ("patches_in", "patches_kept", "polygons", "area_ha")}}
-    res.lines.append(f"postprocess: {s['patches_kept']:,} of {s['patches_in']:,} patches kept → {s['polygons']:,} polygons, {s['area_ha']:,.1f} ha")
+    res.stages["postprocess"] = {"folder": str(folder), "thresholds": params.as_dict(), **{k: s[k] for k in ("patches_in", "patches_kept", "polygons", "area_ha", "footprint_ha", "mined_ha")}}
+    mined = "n/a" if s["mined_ha"] is None else f"{s['mined_ha']:,.1f} ha"
+    res.lines.append(f"postprocess: {s['patches_kept']:,} of {s['patches_in']:,} patches kept → {s['polygons']:,} polygons, "
+                     f"mined area (estimate) {mined} inside a footprint of {s['footprint_ha']:,.1f} ha")
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 

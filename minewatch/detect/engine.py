@@ -51,6 +51,7 @@ import numpy as np
 from minewatch import __version__
 from minewatch.atomic import atomic_path, write_json_atomic
 from minewatch.detect.imagery import Imagery, RasterRef, open_imagery, overlaps, period_from_dates, read_tile, tiles_for_raster
+from minewatch.detect.mask import MASK_VALUES, QUARTER_COLUMNS, mask_method, mask_path, mined_mask_bands, patch_quarters, tile_mask, tile_scar, write_mask_cog
 from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, owns_any, valid_fraction, zone_owned
 from minewatch.detect.scorer import Scorer
 from minewatch.errors import MinewatchError
@@ -90,6 +91,8 @@ class DetectRequest:
     """Processing level to assume when the imagery does not state one."""
     bands: tuple[str, ...] | None = None
     """Band names of GeoTIFFs that do not name their own (``--bands``)."""
+    masks: bool = False
+    """Also write ``masks/<tile>.tif``: the per-pixel scar mask inside written patches (uint8 COG)."""
 
     def params(self) -> dict[str, Any]:
         d = asdict(self)
@@ -121,6 +124,8 @@ class DetectPlan:
     level: str | None
     columns: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    mask_bands: tuple[str, ...] = ()
+    """Bands read beyond the models' for the mined-area mask (B8, B11 when every raster has them)."""
 
     @property
     def tile_ids(self) -> list[str]:
@@ -224,7 +229,7 @@ def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: A
         raise MinewatchError(imagery.source, "imagery covers no tile" + (" inside the ROI" if roi is not None else ""))
     return DetectPlan(
         request=request, jobs=tuple(jobs), bands=tuple(scorer.bands), patch_px=scorer.patch_px, step_px=scorer.step_px,
-        level=level, columns=tuple(scorer.columns), warnings=tuple(msgs),
+        level=level, columns=tuple(scorer.columns), warnings=tuple(msgs), mask_bands=mined_mask_bands(imagery, scorer.bands),
     )  # fmt: skip
 
 
@@ -240,7 +245,7 @@ def tile_paths(out_dir: str | os.PathLike[str], tile_id: str) -> tuple[Path, Pat
 
 def tile_frame(
     tile: Tile, rows_px: np.ndarray, cols_px: np.ndarray, probs: np.ndarray, columns: Sequence[str],
-    valid_frac: np.ndarray, period: str, patch_px: int,
+    valid_frac: np.ndarray, period: str, patch_px: int, mined: np.ndarray | None = None,
 ) -> Any:  # fmt: skip
     """Rows of the Patch-scores format for one tile (geometry WGS84); dtypes fixed even when empty."""
     import geopandas as gpd
@@ -258,6 +263,9 @@ def tile_frame(
     for k, c in enumerate(columns):
         data[c] = probs[:, k]
     data["valid_frac"] = np.asarray(valid_frac, dtype=np.float32)
+    q = np.zeros((n, len(QUARTER_COLUMNS)), np.float32) if mined is None else np.asarray(mined, np.float32).reshape(n, len(QUARTER_COLUMNS))
+    for k, c in enumerate(QUARTER_COLUMNS):
+        data[c] = q[:, k]
     data["period"] = pd.Series([period] * n, dtype="str")
     geom = gpd.GeoSeries(footprints_wgs84(tile, rows_px, cols_px, patch_px), crs=4326)
     return gpd.GeoDataFrame(data, geometry=geom, crs=4326)
@@ -284,7 +292,7 @@ def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | Non
     req = plan.request
     scorer = Scorer.load(req.models, threads)
     p, s = plan.patch_px, plan.step_px
-    raster = read_tile(job.rasters, job.tile, plan.bands, halo_px(p, s))
+    raster = read_tile(job.rasters, job.tile, (*plan.bands, *plan.mask_bands), halo_px(p, s))
     t1 = time.perf_counter()
     vf, owned, keep = patches_to_score(raster.valid, job.tile, p, s, req.min_valid)
     has_data = vf > 0
@@ -297,8 +305,13 @@ def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | Non
     t2 = time.perf_counter()
     score = probs.mean(axis=1) if len(probs) else np.zeros(0, np.float32)
     w = score >= req.min_score
-    gdf = tile_frame(job.tile, rows[w] * s, cols[w] * s, probs[w], plan.columns, vf[keep][w], req.period, p)
+    scar, frac = tile_scar(raster, (*plan.bands, *plan.mask_bands), s)
+    mined = patch_quarters(frac, rows[w], cols[w])
+    gdf = tile_frame(job.tile, rows[w] * s, cols[w] * s, probs[w], plan.columns, vf[keep][w], req.period, p, mined)
     pq_path, js_path = tile_paths(out_dir, job.id)
+    if req.masks:
+        write_mask_cog(mask_path(out_dir, job.id), tile_mask(scar, raster.valid, job.tile.tile_px, s, rows[w], cols[w], p), job.tile,
+                       {"MINED_METHOD": mask_method((*plan.bands, *plan.mask_bands)), "VALUES": MASK_VALUES})
     with atomic_path(pq_path) as tmp:
         gdf.to_parquet(tmp, index=False)
     t3 = time.perf_counter()
@@ -337,8 +350,24 @@ def _meta(plan: DetectPlan, imagery_source: str) -> dict[str, Any]:
         "parameters": plan.request.params(),
         "inputs": [imagery_source, *plan.request.models],
         "crs": "EPSG:4326",
-        "columns": {"score": "ensemble mean probability", **{c: "member probability" for c in plan.columns}},
+        "columns": {"score": "ensemble mean probability", **{c: "member probability" for c in plan.columns},
+                    **{c: "scar share of the valid pixels of the patch's 24 px cell (tl, tr, bl, br)" for c in QUARTER_COLUMNS}},
+        "mined_method": mask_method((*plan.bands, *plan.mask_bands)),
+        "model_cards": _card_calibration(plan.request.models),
     }
+
+
+def _card_calibration(models: Sequence[str]) -> list[dict[str, Any]]:
+    """Each model's name and operating thresholds, so post-processing can use the card's calibration
+    without finding the package again (``minewatch postprocess`` defaults to it)."""
+    from minewatch.models.package import load_package
+
+    out = []
+    for m in models:
+        c = load_package(m).card
+        s99 = c.metrics.get("val_threshold_spec99")
+        out.append({"name": c.name, "threshold": float(c.threshold), "val_threshold_spec99": None if s99 is None else float(s99)})
+    return out
 
 
 def _geo_metadata_union(files: Sequence[Path]) -> bytes | None:
@@ -576,7 +605,7 @@ def run_detect(
             say(f"{len(result.skipped)} tile(s) already finished, skipped")
 
         def done(tid: str, s: dict[str, Any]) -> None:
-            run.tile_done(tid, list(tile_paths(out, tid)))
+            run.tile_done(tid, [*tile_paths(out, tid), *([mask_path(out, tid)] if request.masks else [])])
             result.done.append(tid)
 
         def failed(tid: str, e: BaseException) -> None:

@@ -138,7 +138,7 @@ def build_ensemble(pkgs: list[ModelPackage], name: str, members: list[str] | Non
             "ensemble_of": [
                 {
                     "name": p.card.name,
-                    "path": str(p.path),
+                    "folder": p.path.name,  # the folder's name only: cards carry no machine paths
                     "members": p.card.members,
                     "threshold": p.card.threshold,
                     "val_ap": (p.card.metrics.get("val") or {}).get("ap"),

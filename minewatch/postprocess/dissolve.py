@@ -17,6 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from minewatch.errors import MinewatchError
+from minewatch.postprocess.mined import mined_by_label
 from minewatch.postprocess.geom import M2_PER_HA, area_ha, polygonal, transformer, utm_epsg_for
 
 
@@ -153,11 +154,13 @@ def dissolve_patch_geometries(geoms: np.ndarray, epsg: np.ndarray | None = None)
 def dissolve_patches(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     """Mining polygons from kept patches, one dissolve per period.
 
-    Returns WGS84 polygons with ``period``, ``area_ha`` (equal-area, of the dissolved outline — the
-    overlap between neighbouring patches counted once), ``n_patches``, ``score_max``, ``score_mean``
-    (over the component's patches), sorted by period then decreasing area.
+    Returns WGS84 polygons with ``period``, ``footprint_ha`` (equal-area, of the dissolved outline —
+    the overlap between neighbouring patches counted once), ``area_ha`` (the same footprint, kept for
+    older readers), ``mined_ha`` (estimated mined area inside it: :mod:`minewatch.postprocess.mined`;
+    NaN when the patches carry no scar fractions), ``n_patches``, ``score_max``, ``score_mean`` (over
+    the component's patches), sorted by period then decreasing footprint.
     """
-    cols = ["period", "area_ha", "n_patches", "score_max", "score_mean"]
+    cols = ["period", "footprint_ha", "area_ha", "mined_ha", "n_patches", "score_max", "score_mean"]
     if len(patches) == 0:
         return gpd.GeoDataFrame({c: pd.Series(dtype=object if c == "period" else float) for c in cols},
                                 geometry=gpd.GeoSeries([], crs=4326), crs=4326)
@@ -170,10 +173,12 @@ def dissolve_patches(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         idx = np.flatnonzero(periods == p)
         merged, labels = dissolve_patch_geometries(geoms_all[idx], None if epsg_all is None else epsg_all[idx])
         s = pd.Series(scores[idx]).groupby(labels)
+        mined = mined_by_label(patches.iloc[idx], geoms_all[idx], labels, len(merged))
         parts.append(
             pd.DataFrame(
                 {
                     "period": p,
+                    "mined_ha": mined,
                     "n_patches": s.size().reindex(range(len(merged)), fill_value=0).to_numpy(),
                     "score_max": s.max().reindex(range(len(merged))).to_numpy(),
                     "score_mean": s.mean().reindex(range(len(merged))).to_numpy(),
@@ -183,9 +188,12 @@ def dissolve_patches(patches: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         )
     df = pd.concat(parts, ignore_index=True)
     out = gpd.GeoDataFrame(df, geometry="geometry", crs=4326)
-    out.insert(1, "area_ha", area_ha(out.geometry))
+    fp = area_ha(out.geometry)
+    out.insert(1, "footprint_ha", fp)
+    out.insert(2, "area_ha", fp)
+    out.insert(3, "mined_ha", np.minimum(out.pop("mined_ha").to_numpy(dtype=float), fp))  # float noise only
     out["n_patches"] = out["n_patches"].astype(int)
-    return out.sort_values(["period", "area_ha"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    return out.sort_values(["period", "footprint_ha"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------- simplification

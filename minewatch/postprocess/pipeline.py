@@ -17,6 +17,7 @@ import pandas as pd
 
 from minewatch.atomic import write_json_atomic
 from minewatch.postprocess.dissolve import dissolve_patches, simplification_report, simplify_layer
+from minewatch.postprocess.mined import mined_note
 from minewatch.postprocess.io import make_metadata, read_layers, read_patches, write_csv, write_layer
 from minewatch.postprocess.threshold import ThresholdParams, classify
 from minewatch.postprocess.timeline import timeline
@@ -29,6 +30,10 @@ class PostprocessResult:
     polygons: gpd.GeoDataFrame
     simplified: gpd.GeoDataFrame | None
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if x == x else None
 
 
 def postprocess(patches: gpd.GeoDataFrame, params: ThresholdParams, simplify_m: float | None = None) -> PostprocessResult:
@@ -49,6 +54,8 @@ def postprocess(patches: gpd.GeoDataFrame, params: ThresholdParams, simplify_m: 
         "patches_kept": int(keep.sum()),
         "polygons": int(len(polygons)),
         "area_ha": float(polygons["area_ha"].sum()) if len(polygons) else 0.0,
+        "footprint_ha": float(polygons["footprint_ha"].sum()) if len(polygons) else 0.0,
+        "mined_ha": _finite_or_none(float(polygons["mined_ha"].sum(min_count=1))) if len(polygons) else 0.0,
         "seconds": {"threshold": round(t1 - t0, 3), "dissolve": round(t2 - t1, 3), "simplify": round(t3 - t2, 3)},
     }
     if simplified is not None:
@@ -64,6 +71,8 @@ def run_postprocess(patches_path: str | Path, out_dir: str | Path, params: Thres
     res = postprocess(patches, params, simplify_m)
     meta = make_metadata("postprocess", {**params.as_dict(), "simplify_m": simplify_m, "dissolve": "intersecting patches",
                                          "distance": "geocentric metres between patch centres"}, [patches_path])
+    meta["areas"] = {"footprint_ha": "equal-area outline of the dissolved 480 m patches", "area_ha": "= footprint_ha (older readers)",
+                     "mined_ha": mined_note()}
     out_dir = Path(out_dir)
     write_layer(res.polygons, out_dir, "mining", meta)
     if res.simplified is not None:

@@ -365,7 +365,7 @@ def train_package(
     l2a = card_metrics.get("val_sim_l2a")
     n_pos_tr = int(train.labels.sum())
     card.training = {
-        "chips": str(chips.path) if chips.path else None,
+        "chips": chips.path.name if chips.path else None,  # a name, not a machine path (chips_sha256 identifies the data)
         "chips_sha256": digest,
         "n_chips": len(chips),
         "n_train": len(train),

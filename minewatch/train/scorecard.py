@@ -216,8 +216,14 @@ def calibrate_ensemble(
     card.metrics = figures
     card.validated_levels = validated
     card.training["threshold_rule"] = "F0.5-optimal on the validation set (ensemble mean score)"
-    card.training["chips"] = str(chips.path) if chips.path else None
-    card.training["holdout_regions"] = [str(r) for r in holdout_regions]
+    card.training["chips"] = chips.path.name if chips.path else None  # a name, not a machine path
+    npz = chips.path / "chips.npz" if chips.path else None
+    if npz is not None and npz.is_file():
+        from minewatch.atomic import sha256_file
+
+        card.training["chips_sha256"] = sha256_file(npz)  # `minewatch evaluate` knows its own training chips by this
+    card.training["val_split"] = {"val_fraction": float(val_fraction), "split_seed": int(split_seed)}
+    card.training["holdout_regions"] = [Path(r).name for r in holdout_regions]
     card.training["holdout_sources"] = list(holdout_sources)
     write_json_atomic(pkg.path / CARD, card.to_dict())
     return load_package(pkg.path)
