@@ -212,8 +212,10 @@ def test_cli_import_list_show(tmp_path: Path, upstream: Path) -> None:
     r = runner.invoke(cli, ["models", "import-keras", str(upstream / FILES["rgb2021"]), "--out", str(out), "--name", "rgb-2021"])
     assert r.exit_code == 0, r.output
     assert load_package(out).card.name == "rgb-2021"
-    r = runner.invoke(cli, ["models", "show", str(out)])
+    r = runner.invoke(cli, ["models", "show", str(out), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["spec"]["bands"] == ["B4", "B3", "B2"]
+    r = runner.invoke(cli, ["models", "show", str(out)])  # the one-screen summary
+    assert r.exit_code == 0 and "bands B4,B3,B2" in r.output and len(r.output.splitlines()) < 25
     r = runner.invoke(cli, ["models", "list"])
     assert r.exit_code == 0
 

@@ -106,3 +106,43 @@ def test_evaluate_other_chips_all_of_them_and_all_flag(shared_data: Path, tmp_pa
     assert r.exit_code == 0 and 0 < own["chips"]["n"] < n and "validation split" in own["chips"]["which"]
     r = CliRunner().invoke(cli, ["evaluate", "--model", str(pkg), "--chips", str(small), "--all"])
     assert r.exit_code == 0 and f"n={n}" in r.output and "training chips included" in r.output
+
+
+# --- readable outputs -------------------------------------------------------------------------------
+def test_models_show_is_one_screen_with_the_cards_figures() -> None:
+    from minewatch.models.package import load_package
+
+    card = load_package("default").card
+    r = CliRunner().invoke(cli, ["models", "show", "default"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert len(lines) <= 24
+    text = r.output
+    assert f"{card.metrics['val']['ap']:.3f}" in text and f"{card.validated_levels['L2A']['ap']:.3f}" in text
+    assert f"{card.metrics['val']['sens_at_spec99'] * 100:.0f} %" in text and "left out of training" in text
+    assert "s2d, fcn" in text and "B4,B3,B2" in text
+    full = CliRunner().invoke(cli, ["models", "show", "default", "--json"])
+    assert full.exit_code == 0 and len(full.output.splitlines()) > 500
+
+
+def test_shipped_card_holds_no_machine_paths() -> None:
+    import json
+
+    from minewatch.models.package import load_package, resolve_package_path
+
+    raw = (resolve_package_path("default") / "card.json").read_text()
+    strings: list[str] = []
+
+    def walk(o: object) -> None:
+        if isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+        elif isinstance(o, str):
+            strings.append(o)
+
+    walk(json.loads(raw))
+    assert not [s for s in strings if s.startswith(("/", "~")) or ":\\" in s]
+    load_package("default")  # its checksums still hold

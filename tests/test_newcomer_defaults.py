@@ -168,3 +168,20 @@ def test_review_imagery_accepts_one_geotiff(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["review", str(layer), "--imagery", str(img / "comp.tif"), "--sample", "5", "--out", str(tmp_path / "r.html")])
     assert r.exit_code == 0, r.output
     assert "5 with imagery" in r.output
+
+
+def test_collection_licence_is_the_copernicus_terms(tmp_path: Path) -> None:
+    """collection.json: not "proprietary" — Copernicus Sentinel data terms (STAC "other" + a licence link)."""
+    import json
+
+    from minewatch.imagery.engine import CompositeRequest, data_licence, write_collection
+    from minewatch.imagery.write import item_path
+
+    p = item_path(tmp_path, "21_30_860")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"type": "Feature", "id": "21_30_860", "bbox": [-55.0, -5.0, -54.9, -4.9]}))
+    req = CompositeRequest(start=dt.date(2024, 1, 1), end=dt.date(2024, 12, 31), bands=("B4", "B3", "B2"), level="L2A")
+    coll = json.loads(write_collection(tmp_path, ["21_30_860"], req).read_text())
+    assert coll["license"] == "other" and "Copernicus Sentinel data" in coll["minewatch:attribution"]
+    assert [link["title"] for link in coll["links"] if link["rel"] == "license"] == ["Copernicus Sentinel data terms and conditions"]
+    assert data_licence(earth_genome=True)["license"] == "CC-BY-4.0"

@@ -8,6 +8,8 @@ import click
 
 from minewatch.vectors import crs_option
 
+WRITES = ("airstrips.parquet", "airstrips.geojson", "airstrips.csv", "airstrips.csv.meta.json", "summary.json")
+
 
 @click.command(name="airstrips")
 @crs_option
@@ -20,8 +22,13 @@ from minewatch.vectors import crs_option
 def command(airstrips: Path, mining: tuple[Path, ...], within_km: float, compare_field: str | None, out_dir: Path) -> None:
     """Geodesic distance (m) from each of AIRSTRIPS (points, or CSV with Latitude/Longitude) to mining."""
     from minewatch.impacts.pipeline import run_airstrips
+    from minewatch.runs import UnitRun, abs_path
 
-    out, s = run_airstrips(airstrips, list(mining), out_dir, within_km=within_km, compare_field=compare_field)
+    airstrips, out_dir = abs_path(airstrips), abs_path(out_dir)
+    mining = tuple(abs_path(p) for p in mining)
+    params = {"within_km": within_km, "compare_field": compare_field}
+    with UnitRun(out_dir, "airstrips", params, {"airstrips": airstrips, "mining": list(mining)}, writes=WRITES) as run:
+        out, s = run_airstrips(airstrips, list(mining), run.staging, within_km=within_km, compare_field=compare_field)
     click.echo(f"{s['within']} of {s['airstrips']} airstrips within {within_km:g} km of mining; wrote {out_dir}/airstrips.*")
     if "agreement" in s:
         a = s["agreement"]

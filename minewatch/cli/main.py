@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "postprocess": ("minewatch.cli.postprocess", "Threshold and dissolve patch scores into mining polygons."),
     "timeline": ("minewatch.cli.timeline", "Cumulative and new-mining layers over periods, with areas."),
     "persist": ("minewatch.cli.persist", "Confirmed and provisional mining: temporal persistence over periods."),
+    "change": ("minewatch.cli.change", "Growth, persisting and receding mining per period (11 ha rule, equal-area)."),
     "impacts": ("minewatch.cli.impacts", "Mined area per zone (territories, protected areas) per period."),
     "airstrips": ("minewatch.cli.airstrips", "Distance from each airstrip to the nearest mining."),
     "map": ("minewatch.cli.map", "A self-contained interactive HTML web map of layers."),
@@ -63,6 +64,12 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except MinewatchError as e:
             click.echo(f"minewatch: error: {e.oneline()}", err=True)
+            sys.exit(2)
+        except OSError as e:
+            # the backstop for every output (and input) edge: one line naming the path and the cause
+            from minewatch.runs import output_error
+
+            click.echo(f"minewatch: error: {output_error(e, ctx.invoked_subcommand or 'minewatch').oneline()}", err=True)
             sys.exit(2)
 
 

@@ -33,18 +33,29 @@ def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None
     LAYERS are GeoParquet/GeoJSON mining layers (one file per period, or files with a 'period'
     column); the published Amazon Mining Watch layers (mining_YYYYQQ_*.geojson) work as they are.
     """
-    from minewatch.atomic import atomic_path
+    from minewatch.runs import UnitRun, abs_path
     from minewatch.webmap.map import build_map_data, write_map, zone_table
 
     t0 = time.monotonic()
-    md = build_map_data(list(layers), zones, airstrips, zone_id_field, zone_name_field)
-    write_map(out, md, title=title, basemap=basemap, simplify_m=simplify_m)
+    layers = tuple(abs_path(p) for p in layers)
+    out = abs_path(out)
+    zones = abs_path(zones) if zones is not None else None
+    airstrips = abs_path(airstrips) if airstrips is not None else None
+    zones_csv = abs_path(zones_csv) if zones_csv is not None else None
+    params = {"title": title, "basemap": basemap, "simplify_m": simplify_m, "zone_id_field": zone_id_field,
+              "zone_name_field": zone_name_field, "zones_csv": str(zones_csv) if zones_csv else None}
+    inputs = {"layer": list(layers), "zones": zones, "airstrips": airstrips}
+    with UnitRun(out, "map", params, inputs, layout="file") as run:
+        if zones_csv is not None:
+            run.stage(zones_csv)  # refuse a CSV path over an input before the work
+        md = build_map_data(list(layers), zones, airstrips, zone_id_field, zone_name_field)
+        write_map(run.stage(out), md, title=title, basemap=basemap, simplify_m=simplify_m)
+        if zones_csv is not None and md.zones is not None:
+            zone_table(md).to_csv(run.stage(zones_csv))
     size = out.stat().st_size
     click.echo(f"{out}: {size / 1e6:.1f} MB, {len(md.layer):,} polygons in {len(md.periods)} periods "
                f"({', '.join(md.periods)}), built in {time.monotonic() - t0:.1f} s")
     if zones_csv is not None and md.zones is not None:
-        with atomic_path(zones_csv) as tmp:
-            zone_table(md).to_csv(tmp)
         click.echo(f"{zones_csv}: mined area per zone and period")
     if measure:
         from minewatch.webmap.browser import measure_load

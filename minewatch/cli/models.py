@@ -71,11 +71,17 @@ def list_cmd() -> None:
 
 @command.command("show")
 @click.argument("model")
-def show_cmd(model: str) -> None:
-    """Print the model card of MODEL (a package folder or a shipped name) as JSON."""
+@click.option("--json", "as_json", is_flag=True, help="Print the whole model card as JSON.")
+def show_cmd(model: str, as_json: bool) -> None:
+    """Summarise MODEL (a package folder or a shipped name) on one screen; --json for the whole card."""
     from minewatch.models.package import load_package
+    from minewatch.models.summary import summary_lines
 
-    click.echo(json.dumps(load_package(model).card.to_dict(), indent=2, ensure_ascii=False))
+    pkg = load_package(model)
+    if as_json:
+        click.echo(json.dumps(pkg.card.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo("\n".join(summary_lines(pkg.card.to_dict(), where=pkg.path.name)))
 
 
 @command.command("ensemble")

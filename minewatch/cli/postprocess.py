@@ -8,6 +8,9 @@ import click
 
 from minewatch.vectors import crs_option
 
+WRITES = ("mining.parquet", "mining.geojson", "mining_simplified.parquet", "mining_simplified.geojson", "summary.json")
+"""What ``postprocess`` writes in its folder (an input there under one of these names is refused)."""
+
 
 @click.command(name="postprocess")
 @crs_option
@@ -34,24 +37,28 @@ def command(patches: Path, out_dir: Path, preset: str, model: str | None, t_main
     from minewatch.postprocess.pipeline import run_postprocess
     from minewatch.postprocess.threshold import ThresholdParams
     from minewatch.postprocess.threshold import preset as make_preset
+    from minewatch.runs import UnitRun, abs_path
 
-    if preset == "card":
-        from minewatch.detect.chain import patch_file_cards, thresholds_from_cards
+    patches, out_dir = abs_path(patches), abs_path(out_dir)
+    with UnitRun(out_dir, "postprocess", {}, {"patches": patches}, writes=WRITES) as run:  # refuses a bad --out first
+        if preset == "card":
+            from minewatch.detect.chain import patch_file_cards, thresholds_from_cards
 
-        # overrides out of range are refused before anything is read
-        ThresholdParams(0.5 if t_main is None else t_main, t_iso, k=5 if k is None else k, distance_km=3.0 if distance_km is None else distance_km)
+            # overrides out of range are refused before anything is read
+            ThresholdParams(0.5 if t_main is None else t_main, t_iso, k=5 if k is None else k, distance_km=3.0 if distance_km is None else distance_km)
 
-        cards, where = patch_file_cards(patches, model)
-        tm, ti = thresholds_from_cards(cards)
-        custom = any(v is not None for v in (t_main, t_iso, k, distance_km))
-        params = ThresholdParams(t_main if t_main is not None else tm, t_iso if t_iso is not None else ti,
-                                 k=k if k is not None else 5, distance_km=distance_km if distance_km is not None else 3.0,
-                                 name="card+custom" if custom else "card")  # fmt: skip
-        click.echo(f"thresholds from {where} ({', '.join(str(c.get('name')) for c in cards)}): t_main {params.t_main:.3f}, "
-                   f"t_iso {'off' if params.t_iso is None else format(params.t_iso, '.3f')}", err=True)  # fmt: skip
-    else:
-        params = make_preset(preset, t_main=t_main, t_iso=t_iso, k=k, distance_km=distance_km)
-    res = run_postprocess(patches, out_dir, params, simplify_m=simplify_m, period=period)
+            cards, where = patch_file_cards(patches, model)
+            tm, ti = thresholds_from_cards(cards)
+            custom = any(v is not None for v in (t_main, t_iso, k, distance_km))
+            params = ThresholdParams(t_main if t_main is not None else tm, t_iso if t_iso is not None else ti,
+                                     k=k if k is not None else 5, distance_km=distance_km if distance_km is not None else 3.0,
+                                     name="card+custom" if custom else "card")  # fmt: skip
+            click.echo(f"thresholds from {where} ({', '.join(str(c.get('name')) for c in cards)}): t_main {params.t_main:.3f}, "
+                       f"t_iso {'off' if params.t_iso is None else format(params.t_iso, '.3f')}", err=True)  # fmt: skip
+        else:
+            params = make_preset(preset, t_main=t_main, t_iso=t_iso, k=k, distance_km=distance_km)
+        run.params.update({**params.as_dict(), "preset": preset, "model": model, "simplify_m": simplify_m, "period": period})
+        res = run_postprocess(patches, run.staging, params, simplify_m=simplify_m, period=period)
     s = res.stats
     click.echo(f"{s['patches_kept']:,} of {s['patches_in']:,} patches kept ({s['patches_isolated_dropped']:,} isolated dropped) "
                f"→ {s['polygons']:,} polygons, footprint {s['footprint_ha']:,.1f} ha, mined (estimate) "

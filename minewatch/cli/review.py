@@ -24,9 +24,14 @@ def command(layers: tuple[Path, ...], imagery: Path | None, n: int, seed: int, o
     y (mine), n (not a mine), s (skip); labels are kept in the browser and exported as CSV for
     'minewatch precision'.
     """
+    from minewatch.runs import UnitRun, abs_path
     from minewatch.webmap.review import build_review
 
-    s = build_review(list(layers), imagery, n, seed, out, title=title)
+    layers = tuple(abs_path(p) for p in layers)
+    out = abs_path(out)
+    imagery = abs_path(imagery) if imagery is not None else None
+    with UnitRun(out, "review", {"sample": n, "seed": seed, "title": title}, {"layer": list(layers), "imagery": imagery}, layout="file") as run:
+        s = build_review(list(layers), imagery, n, seed, run.stage(out), title=title)
     click.echo(f"{out}: {len(s.items)} of {s.n_total:,} detections sampled (seed {seed}), "
                f"{len(s.items) - s.n_missing_imagery} with imagery, {s.n_missing_imagery} without; "
                f"{out.stat().st_size / 1e6:.1f} MB")

@@ -168,7 +168,8 @@ def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 5
         raise ValueError(f"unknown reader {reader!r} (one of {', '.join(READERS)})")
     if tile_threads is None:  # on a cluster's worker: its cores shared by the tasks it runs at once
         tile_threads = _worker_share()
-    configure_reader(source)
+    if reader == "odc":
+        configure_reader(source)  # odc-stac's GDAL settings (the direct reader opens files in load.reader_env)
     if reader == "direct":
         fn = lambda: direct_composite(plan, source, tile_threads)  # noqa: E731
     else:
@@ -276,11 +277,13 @@ def _execute(
         try:
             futs = {client.submit(process_tile, p, source, str(out_dir), chunk_px, per_worker, key=f"composite-{p.id}", pure=False): p.id for p in plans}
             for fut in dist_as_completed(list(futs)):
-                tid = futs[fut]
+                tid = futs.pop(fut)
                 try:
                     on_done(tid, fut.result())
                 except Exception as e:
                     on_failed(tid, e)
+                # A result still held when its worker dies is recomputed (and rewritten) elsewhere.
+                fut.release()
                 bar.update(1)
         finally:
             client.close()
@@ -308,15 +311,34 @@ def write_collection(out_dir: Path, tile_ids: Iterable[str], request: CompositeR
         "stac_version": "1.1.0",
         "id": f"minewatch-composites-{request.start.isoformat()}-{request.end.isoformat()}-{request.level}",
         "description": f"minewatch Sentinel-2 {request.level} median composites {request.start} to {request.end}, bands {','.join(request.bands)}",
-        "license": "proprietary",
+        **data_licence(),
         "extent": {
             "spatial": {"bbox": [[min(xs0), min(ys0), max(xs1), max(ys1)]]},
             "temporal": {"interval": [[f"{request.start.isoformat()}T00:00:00Z", f"{request.end.isoformat()}T23:59:59Z"]]},
         },
         "summaries": {"processing:level": [request.level], "minewatch:bands": [list(request.bands)]},
-        "links": [{"rel": "item", "href": os.path.relpath(p, out_dir), "type": "application/json"} for p, _ in items],
+        "links": [*LICENCE_LINKS, *({"rel": "item", "href": os.path.relpath(p, out_dir), "type": "application/json"} for p, _ in items)],
     }
     return write_json_atomic(out_dir / COLLECTION, coll)
+
+
+COPERNICUS_TERMS = ("Contains modified Copernicus Sentinel data [years], processed by minewatch; use is free and open "
+                    "under the Copernicus Sentinel data terms and conditions (attribution required)")  # fmt: skip
+LICENCE_LINKS = [{"rel": "license", "href": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
+                  "type": "application/pdf", "title": "Copernicus Sentinel data terms and conditions"}]  # fmt: skip
+
+
+def data_licence(earth_genome: bool = False) -> dict[str, str]:
+    """STAC licence fields for minewatch imagery products.
+
+    Composites are modified Copernicus Sentinel data: free and open under the Copernicus Sentinel
+    data terms (not an SPDX licence, hence STAC's ``other`` plus a ``license`` link). Products
+    derived from Earth Genome's data (labelled chips, the demo mosaic) are also CC BY 4.0:
+    "Earth Genome, Amazon Mining Watch".
+    """
+    if earth_genome:
+        return {"license": "CC-BY-4.0", "minewatch:attribution": "Earth Genome, Amazon Mining Watch (CC BY 4.0); " + COPERNICUS_TERMS}
+    return {"license": "other", "minewatch:attribution": COPERNICUS_TERMS}
 
 
 def run_composites(
@@ -366,8 +388,10 @@ def run_composites(
                 result.skipped.append(tid)
             else:
                 todo.append(tile)
+        if run.damage_report():
+            say(f"warning: {run.damage_report()}")
         if result.skipped:
-            say(f"{len(result.skipped)} tile(s) already finished, skipped")
+            say(f"{len(result.skipped)} tile(s) already finished, skipped (size and checksum checked)")
         if todo:
             plans = _plan_all(todo, request, source, say)
             plan_ids = {p.id for p in plans}

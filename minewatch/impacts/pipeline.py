@@ -18,7 +18,7 @@ from minewatch.atomic import write_json_atomic
 from minewatch.impacts.airstrips import agreement, airstrip_distances, read_airstrips, truthy
 from minewatch.impacts.reference import compare, read_reference
 from minewatch.impacts.zonal import ZonalResult, read_zones, wide_table, zonal_stats
-from minewatch.postprocess.io import make_metadata, read_layers, write_csv, write_layer
+from minewatch.postprocess.io import MINED_FIELDS, make_metadata, read_layers, write_csv, write_layer
 from minewatch.errors import MinewatchError
 
 
@@ -31,17 +31,23 @@ class ImpactsResult:
 
 
 def run_impacts(layers: Sequence[str | Path], zones_path: str | Path, id_field: str, name_field: str | None,
-                out_dir: str | Path, area_field: str | None = None, reference: str | Path | None = None,
+                out_dir: str | Path, area_field: str | None = "auto", reference: str | Path | None = None,
                 rel_tol: float = 0.01) -> ImpactsResult:
     """Mined area per zone per period → ``impacts.csv`` (long), ``zones.{parquet,geojson,csv}`` (wide),
-    and with ``reference`` an ``agreement.csv`` against a published per-zone table."""
+    and with ``reference`` an ``agreement.csv`` against a published per-zone table.
+
+    ``area_field="auto"`` apportions the layers' mined-area field (minewatch's ``mined_ha`` or the
+    published ``Mined area (ha)``) when every layer has one, else measures footprints (``None``:
+    always footprints); the summary's ``parameters.area_field`` says which was used."""
     zones = read_zones(zones_path, id_field, name_field)
     layer = read_layers(layers, area_field=area_field)
+    if area_field == "auto":
+        area_field = layer.attrs.get("area_field") if layer.attrs.get("area_field") in MINED_FIELDS else None
     ref = read_reference(reference) if reference is not None else None
     res = zonal_stats(layer, zones, apportion=area_field is not None)
     wide = wide_table(res)
     params = {"id_field": id_field, "name_field": name_field, "area_field": area_field, "zones": str(zones_path),
-              "measures": "intersect_ha: equal-area footprint inside the zone" + (
+              "measures": "intersect_ha: equal-area footprint (whole 480 m patches) inside the zone" + (
                   "; apportioned_ha: area field × share of the polygon inside the zone" if area_field else ""),
               "overlapping_zones": "each zone counted independently"}
     meta = make_metadata("impacts", params, [*layers, zones_path])

@@ -132,12 +132,27 @@ def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFram
     return out.reset_index(drop=True)
 
 
+MINED_FIELDS = (PUBLISHED_AREA_FIELD, "mined_ha")
+"""Per-polygon mined-area fields: the published layers' figure and minewatch's own estimate."""
+
+
+def auto_area_field(gdf: pd.DataFrame) -> str | None:
+    """The mined-area field a layer offers: ``Mined area (ha)``, else ``mined_ha`` when every polygon
+    has one (detect output older than the estimate has NaN), else the footprint ``area_ha``, else None."""
+    if PUBLISHED_AREA_FIELD in gdf.columns:
+        return PUBLISHED_AREA_FIELD
+    if "mined_ha" in gdf.columns and len(gdf) and np.isfinite(pd.to_numeric(gdf["mined_ha"], errors="coerce").to_numpy(dtype=float)).all():
+        return "mined_ha"
+    return "area_ha" if "area_ha" in gdf.columns else None
+
+
 def read_layer(path: str | Path, area_field: str | None = "auto", period: str | None = None) -> gpd.GeoDataFrame:
     """One mining layer (WGS84) with ``period``, ``footprint_ha`` and ``stated_ha``.
 
     * ``footprint_ha``: the polygon's own area, equal-area (:data:`EQUAL_AREA_CRS`);
     * ``stated_ha``: the layer's per-polygon mined-area estimate, from ``area_field``; with ``"auto"``
-      the published ``Mined area (ha)`` when present, else minewatch's ``area_ha``, else NaN
+      the published ``Mined area (ha)`` when present, else minewatch's estimate ``mined_ha``, else
+      minewatch's footprint ``area_ha``, else NaN (:func:`auto_area_field`)
       (``None``: always NaN). A named field that is missing is an error naming the file.
 
     Score columns (``score_max``, ``score_mean``, ``n_patches``) are kept when present; ``source``
@@ -153,7 +168,7 @@ def read_layer(path: str | Path, area_field: str | None = "auto", period: str | 
     if kinds - {"Polygon", "MultiPolygon"}:
         raise MinewatchError(path, f"a mining layer must hold polygons, found {sorted(kinds)}")
     if area_field == "auto":
-        area_field = next((c for c in (PUBLISHED_AREA_FIELD, "area_ha") if c in gdf.columns), None)
+        area_field = auto_area_field(gdf)
     elif area_field is not None and area_field not in gdf.columns:
         cols = [c for c in gdf.columns if c != "geometry"]
         raise MinewatchError(path, f"--area-field {area_field!r} not among the columns {cols}")
@@ -186,6 +201,7 @@ def read_layers(paths: Sequence[str | Path], area_field: str | None = "auto") ->
     gdf = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326)
     order = {p: i for i, p in enumerate(sort_periods(gdf["period"].tolist()))}
     gdf = gdf.iloc[np.argsort(gdf["period"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+    gdf.attrs["area_fields"] = sorted(str(f) for f in fields)  # more than one: stated_ha mixes them, per layer
     gdf.attrs["area_field"] = fields.pop() if len(fields) == 1 else None
     return gdf
 

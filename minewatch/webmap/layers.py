@@ -62,9 +62,11 @@ def area_ha(geoms: gpd.GeoSeries) -> np.ndarray:
 def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     """One mining layer as a WGS84 GeoDataFrame with ``period``, ``area_ha`` and ``score``.
 
-    Accepts minewatch layers (``period``, ``area_ha``, ``score_max``/``score_mean``/``score``) and the
-    published upstream layers (``year`` code, ``Mined area (ha)``). Missing periods come from
-    ``period``, then the file name (``mining_202400_…``); missing areas are computed (equal-area).
+    Accepts minewatch layers (``period``, ``mined_ha``/``area_ha``, ``score_max``/``score_mean``/``score``)
+    and the published upstream layers (``year`` code, ``Mined area (ha)``). ``area_ha`` here is the
+    mined area: minewatch's estimate ``mined_ha`` when every polygon has one, else the published
+    ``Mined area (ha)``, else the footprint (``area_kind`` says which: ``estimate``, ``published``,
+    ``footprint``). Missing periods come from ``period``, then the file name (``mining_202400_…``).
     ``score`` is NaN when the layer has none (the published layers carry no score). ``source`` and
     ``fid`` (row position in the file) identify each polygon; ``footprint_ha`` is its outline area.
     """
@@ -77,10 +79,14 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     if kinds - {"Polygon", "MultiPolygon"}:
         raise MinewatchError(path, f"expected polygons, found {sorted(kinds)}")
     periods = periods_for(gdf, path, period)
-    if "area_ha" in gdf.columns:
-        areas = gdf["area_ha"].astype(float).to_numpy()
+    kind = "footprint"
+    mined = pd.to_numeric(gdf["mined_ha"], errors="coerce").to_numpy(dtype=float) if "mined_ha" in gdf.columns else None
+    if mined is not None and len(mined) and np.isfinite(mined).all():
+        areas, kind = mined, "estimate"  # minewatch's per-cell mined-area estimate
     elif "Mined area (ha)" in gdf.columns:
-        areas = gdf["Mined area (ha)"].astype(float).to_numpy()
+        areas, kind = gdf["Mined area (ha)"].astype(float).to_numpy(), "published"
+    elif "area_ha" in gdf.columns:
+        areas = gdf["area_ha"].astype(float).to_numpy()  # minewatch's footprint
     else:
         areas = area_ha(gdf.geometry)
     score = next((gdf[c].astype(float).to_numpy() for c in ("score_max", "score", "score_mean") if c in gdf.columns), None)
@@ -94,6 +100,7 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
             "n_patches": gdf["n_patches"].to_numpy() if "n_patches" in gdf.columns else np.nan,
             "source": path.name,
             "fid": fid,
+            "area_kind": kind,
         },
         geometry=geoms,
         crs=4326,

@@ -88,6 +88,21 @@ class MapData:
     area_label: str = "Area"
 
 
+ESTIMATE_LABEL = "Mined area (estimate)"
+FOOTPRINT_LABEL = "Footprint (whole patches)"
+
+
+def area_label(kinds: set[str], published: bool) -> str:
+    """What the map and report call the layer's ``area_ha``: an estimate, a published figure, or a footprint."""
+    if kinds == {"estimate"}:
+        return ESTIMATE_LABEL
+    if kinds == {"footprint"} or (not kinds and not published):
+        return FOOTPRINT_LABEL
+    if "footprint" in kinds:
+        return "Area (mined where stated, else footprint)"
+    return "Mined area"
+
+
 def build_map_data(
     layers: Sequence[str | Path] | gpd.GeoDataFrame,
     zones: str | Path | None = None,
@@ -107,10 +122,12 @@ def build_map_data(
     new = new_mining(layer)
     periods = sort_periods(layer["period"].tolist())
     cr = list(credits)
-    published = not np.allclose(layer["area_ha"].to_numpy(), layer["footprint_ha"].to_numpy(), rtol=0.05)
+    kinds = set(layer["area_kind"]) if "area_kind" in layer.columns else set()
+    published = "published" in kinds or (not kinds and not np.allclose(layer["area_ha"].to_numpy(), layer["footprint_ha"].to_numpy(), rtol=0.05))
     if published and EARTH_GENOME_CREDIT not in cr:
         cr.append(EARTH_GENOME_CREDIT)
-    md = MapData(layer, new, periods, period_stats(layer, new), credits=cr, area_label="Mined area" if published else "Area")
+    label = area_label(kinds, published)
+    md = MapData(layer, new, periods, period_stats(layer, new), credits=cr, area_label=label)
     if zones is not None:
         md.zones = read_zones(zones, zone_id_field, zone_name_field)
         md.zone_stats = zone_stats(md.zones, layer, new)
