@@ -33,21 +33,27 @@ def command(points_path: Path, label: int | None, label_field: str | None, sourc
     """Cut a SIZE×SIZE chip around every point of POINTS from median composites of START..END and
     write a chip dataset (chips.npz, chips.csv with lon/lat, dates, clear fraction and source file
     per chip, bands.json) to OUT."""
+    from minewatch.chips.dataset import load_chips
     from minewatch.chips.sample import sample_chips
     from minewatch.cli.options import composite_bands
     from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
+    from minewatch.runs import UnitRun, abs_local, abs_path
 
+    # the CLI edge: absolute paths, so nothing below depends on the working directory
+    points_path, out_dir, source = abs_path(points_path), abs_path(out_dir), abs_local(source) or source
+    comp = abs_path(composites_dir) if composites_dir is not None else out_dir / "composites"  # a nested, resumable composite run
     lvl = level.upper()
     d0, d1 = check_window(start, end, tile_px)
     src = resolve_source(source, lvl, retries=retries)
-    out = sample_chips(
-        points_path, out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
-        bands=composite_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
-        composites_dir=composites_dir, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
-        log=lambda s: click.echo(s, err=True),
-    )  # fmt: skip
-    from minewatch.chips.dataset import load_chips
-
-    chips = load_chips(out)
-    click.echo(f"{out}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")
+    params = {"label": label, "label_field": label_field, "source": source, "start": start, "end": end, "bands": bands, "size": size,
+              "level": lvl, "rendering": rendering, "max_scene_cloud": max_scene_cloud, "tile_px": tile_px, "composites": str(comp)}  # fmt: skip
+    with UnitRun(out_dir, "chips", params, {"points": points_path}, writes=("chips.npz", "chips.csv", "bands.json")) as run:
+        sample_chips(
+            points_path, run.staging, final_dir=out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
+            bands=composite_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
+            composites_dir=comp, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
+            log=lambda s: click.echo(s, err=True),
+        )  # fmt: skip
+    chips = load_chips(out_dir)
+    click.echo(f"{out_dir}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")

@@ -88,7 +88,15 @@ def command(
         augment=aug,
         tta=tta,
     )
-    out = train_package(chips, cfg, out_dir, list(holdout_region), list(holdout_source), progress=not quiet, name=name)
+    from minewatch.runs import DirectRun, abs_path
+
+    out_dir = str(abs_path(out_dir))
+    params = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "patience": patience,
+              "seed": seed, "split_seed": split_seed, "val_fraction": val_fraction, "atmosphere_p": atmosphere_p, "ema": ema,
+              "tta": tta, "holdout_source": list(holdout_source), "name": name}  # fmt: skip
+    inputs = {"chips": abs_path(chips_dir), "holdout_region": [abs_path(r) for r in holdout_region]}
+    with DirectRun(out_dir, "train", params, inputs) as run:  # resumes from the checkpoint a killed run left
+        out = train_package(chips, cfg, str(run.target), list(holdout_region), list(holdout_source), progress=not quiet, name=name)
     from minewatch.models.package import load_package
 
     card = load_package(out).card
