@@ -543,6 +543,9 @@ class RunContext:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
             if exc_type is None:
+                # Every task of this run has ended: a temporary file now is one a lost worker (killed
+                # mid-write, its tile rerun elsewhere) left behind.
+                self._remove_stray_temp_files()
                 status = "complete" if not self.failed_tiles() and not self.pending_tiles() else "incomplete"
                 self._event({"ev": "status", "status": status, "finished": _now()})
             else:

@@ -160,6 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     lo, hi = total_ratio_interval(test_df)
     q = (test_df["ref"] / test_df["est"].where(test_df["est"] > 0)).dropna()
 
+    # the same rule on simulated L2A (the L1C chips through the fixed reference atmosphere): how far
+    # the L1C-calibrated threshold moves the estimate on surface reflectance
+    from minewatch.train.atmosphere import simulate_l2a
+
+    test_chips = ci[~is_cal]
+    l2a = simulate_l2a(np.round(dn[test_chips] / 3000.0 * 255.0).astype(np.uint8)).astype(np.float32) / 255.0 * 3000.0
+    frac_l2a = np.zeros(len(meta))
+    frac_l2a[test_chips] = chip_fractions(l2a, rule)
+    rows["2024 test half, simulated L2A (same rule)"] = figures(polygon_table(frac_l2a, test_chips, pi[~is_cal], g24))
+
     # other years: chips inside that layer's polygons, excluding chips in 2024 calibration polygons
     import shapely
 

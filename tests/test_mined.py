@@ -209,9 +209,11 @@ def test_default_rule_is_the_calibrated_one() -> None:
     assert 0 < cal["total_interval90"][0] < cal["total_interval90"][1]
 
 
-def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path: Path) -> None:
+def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path: Path, shared_data: Path) -> None:
     """``minewatch run --demo`` then timeline, impacts and report, as typed in a folder with spaces:
-    every reader uses ``mined_ha`` unasked and says so; the footprint is labelled a footprint."""
+    every reader uses ``mined_ha`` unasked and says so; the footprint is labelled a footprint. The
+    cell fractions detect wrote for the demo's real mine chips are the ones the calibration computes
+    on the same chips (so the calibration applies to what the pipeline measures)."""
     import json
 
     import pandas as pd
@@ -228,6 +230,22 @@ def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path
     assert poly["mined_ha"].notna().all() and (poly["mined_ha"] < poly["footprint_ha"]).all()
     assert (poly["area_ha"] == poly["footprint_ha"]).all()
     mined, fp = poly["mined_ha"].sum(), poly["footprint_ha"].sum()
+
+    from minewatch.grid import Tile
+
+    truth = gpd.read_file(package_data_dir() / "demo" / "truth.geojson")
+    rgb = np.load(shared_data / "s2_rgb_chips" / "chips.npz")["rgb"]
+    rows = gpd.read_parquet(work / "demo run" / "detect" / "patches.parquet").set_index(["tile", "row", "col"])
+    pairs = []
+    for cell in truth[truth["truth"] == "mine"].itertuples():
+        t = Tile.from_id(cell.tile)
+        t = Tile(t.zone, t.ix + cell.col_px // t.tile_px, t.iy - cell.row_px // t.tile_px)
+        key = (t.id, cell.row_px % t.tile_px, cell.col_px % t.tile_px)
+        if key in rows.index:
+            chip_dn = rgb[int(cell.chip)].astype(np.float32) / 255 * 3000  # as scripts/calibrate_mined.py
+            pairs.append((float(rows.loc[key, list(QUARTER_COLUMNS)].mean()), float(scar_pixels(chip_dn, BANDS).mean())))
+    got, want = np.array(pairs).T
+    assert len(pairs) >= 30 and np.abs(got - want).max() < 0.01
 
     r = _mw("timeline", "demo run/postprocess/mining.parquet", "--out", "time line", cwd=work)
     assert r.returncode == 0, r.stderr

@@ -100,19 +100,27 @@ def test_report_contents_and_charts(tmp_path: Path) -> None:
         png = out.parent / "report_charts" / f"{name}.png"
         with Image.open(png) as im:
             assert im.size[0] > 500 and im.size[1] > 150
-    assert page.count("class='chart' alt=") == 3 and page.count("src='data:image/png;base64,") == 3
-    # model card, imagery, caveats, credits
-    for text in ("test-ensemble-v1", "0.62", "0.9100", "val.precision", "L1C: ap", "2024-06-01", "2024-09-30",
+    assert page.count("<img class='chart") == 3 and page.count("src='data:image/png;base64,") == 3
+    # model card (short, then the appendix), imagery, caveats, credits
+    for text in ("test-ensemble-v1", "0.620", "0.9100", "2024-06-01", "2024-09-30",
                  "25.0 % of pixels had no clear observation", "480 m × 480 m", "L1C versus L2A", "Clouds",
                  "Earth Genome, Amazon Mining Watch", "CC BY 4.0"):
         assert text in page, text
     assert "not available" not in page[page.index("<h2>Model</h2>"):]
+    assert "The card records no validation figures" in page  # the test card has none of the headline ones
+    # page one: the findings come before the map, the appendix after the credits
+    assert page.index("<h2>Findings</h2>") < page.index("<h2>Map</h2>") < page.index("<h2>Credits") < page.index("<h2>Appendix</h2>")
+    findings = page[page.index("<h2>Findings</h2>"):page.index("<h2>Map</h2>")]
+    assert "Mining touches 2 of 3 zones up to 2024" in findings and "Zone Middle" in findings
     # numbers: 2024 area = 720² + 480² + 480² m²; zone order by cumulative area (Middle 960² > West 720²)
     a24 = (720**2 + 2 * 480**2) / 1e4
     assert f"{a24:,.0f} ha" in page
-    zone_table = page[page.index("Most affected zones"):]
+    zone_table = page[page.index("<h2>Most affected zones"):]
     assert zone_table.index("Zone Middle") < zone_table.index("Zone West")
     assert "Zone Empty" not in zone_table.split("<h2>")[1]
+    # one table, a row per zone and a column per period: Zone West has 480² m² in 2023 and 720² in 2024
+    west = re.search(r"<tr><td>Zone West</td><td>A</td><td class=n>([\d,]+)</td><td class=n>([\d,]+)</td><td class=n>([\d,]+)</td></tr>", zone_table)
+    assert west is not None and west.groups() == (f"{480**2 / 1e4:,.0f}", f"{720**2 / 1e4:,.0f}", f"{720**2 / 1e4:,.0f}")
     # only the parquet was read (the GeoJSON twin would double the polygon count)
     assert "5 polygons" in page or "5 polygons · 2 periods" in page
 
@@ -132,7 +140,7 @@ def test_report_cli_on_published_layers(tmp_path: Path, shared_data: Path) -> No
     up = shared_data / "upstream"
     det = [up / "detections/mining_202300_simplified.geojson", up / "detections/mining_202400_simplified.geojson"]
     out = tmp_path / "report.html"
-    r = CliRunner().invoke(cli, ["report", *sum((["--layer", str(p)] for p in det), []), "--zones",
+    r = CliRunner().invoke(cli, ["report", *map(str, det), "--zones",
                                  str(up / "boundaries/indigenous_territories.geojson"), "--airstrips",
                                  str(up / "airstrips/Illegal-Airstrips-NYT-Intercept-Public.geojson"), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -144,7 +152,10 @@ def test_report_cli_on_published_layers(tmp_path: Path, shared_data: Path) -> No
     assert re.search(r"zones with mining up to 2024", page)
     assert "Airstrips: The Intercept Brasil / The New York Times / Earth Genome" in page
     r = CliRunner().invoke(cli, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")])
-    assert r.exit_code == 2 and "not a folder" in r.output and not (tmp_path / "x.html").exists()
+    assert r.exit_code == 2 and "not found" in r.output and not (tmp_path / "x.html").exists()
+    # the old spelling still works, with a note
+    r = CliRunner().invoke(cli, ["report", "--layer", str(det[1]), "--out", str(tmp_path / "old.html"), "--quiet"])
+    assert r.exit_code == 0 and "--layer is deprecated" in r.output
 
 
 def test_report_opens_in_chromium_and_prints_pdf(tmp_path: Path) -> None:

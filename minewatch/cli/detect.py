@@ -25,12 +25,14 @@ import click
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
 @click.option("--level", type=click.Choice(["l1c", "l2a"], case_sensitive=False), default=None, help="Processing level of imagery that does not state one.")
 @click.option("--bands", "bands", default=None, help="Band names of GeoTIFFs that do not name their own, in file order, e.g. B4,B3,B2.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"], case_sensitive=False), default="auto", show_default=True,
+              help="Scoring arithmetic: auto uses a model's int8 graphs where its card shows validation AP within 0.005 of fp32 (docs/models.md), else fp32.")
 @click.option("--masks", is_flag=True, help="Also write OUT/masks/<tile>.tif: the mined-pixel mask (uint8 COG: 1 scar inside a written patch, 2 scar elsewhere, 0 not scar, 255 no data).")
 @click.option("--overwrite", is_flag=True, help="Start over: delete a previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str | None, min_score: float, min_valid: float,
             geojson: bool, workers: int | None, scheduler: str | None, memory_limit: str, no_fast: bool, tile_px: int | None,
-            level: str | None, bands: str | None, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+            level: str | None, bands: str | None, precision: str, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
     """Score every patch of IMAGERY and write patch scores (GeoParquet, WGS84) to OUT.
 
     Patches are 48 px squares on a 24 px lattice aligned to the global tile grid; each tile is read
@@ -60,7 +62,7 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     tile_px = auto_tile_px(tile_px, imagery, models, band_names, log=lambda s: click.echo(s, err=True))
     req = DetectRequest(
         models=tuple(models), period=period or "", min_score=min_score, min_valid=min_valid,
-        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None, bands=band_names, masks=masks,
+        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None, bands=band_names, precision=precision.lower(), masks=masks,
     )  # fmt: skip
     res = run_detect(
         imagery, req, out_dir, geojson=geojson, scheduler=scheduler, workers=workers, memory_limit=memory_limit,

@@ -8,13 +8,17 @@ from minewatch.errors import MinewatchError
 
 
 @click.command("train")
-@click.option("--chips", "chips_dir", required=True, type=click.Path(), help="Chip dataset folder (chips.npz + chips.csv [+ bands.json]).")
+@click.option("--chips", "chips_dirs", required=True, multiple=True, type=click.Path(), help="Chip dataset folder (chips.npz + chips.csv [+ bands.json]); with --init repeatable: the local chips to fine-tune on.")
+@click.option("--init", "init", default=None, help="Fine-tune this model package (a folder, or 'default') instead of training from scratch.")
+@click.option("--replay", default=None, type=click.Path(), help="With --init: the original training chips to mix in (default: the ones the card names, else the shared chips).")
+@click.option("--no-replay", is_flag=True, help="With --init: fine-tune on the local chips only.")
+@click.option("--eval-chips", multiple=True, type=click.Path(), help="With --init: held-out local chips to measure before/after (never trained on; repeatable).")
 @click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w, mwnet-s2d, mwnet-s2d-w.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
 @click.option("--bands", default=None, help="Expected bands, comma-separated (e.g. B4,B3,B2); checked against the chips.")
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(2))
-@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW, warm-up + cosine).")
+@click.option("--epochs", default=None, type=click.IntRange(1), help="Epochs [default: 30; with --init: 20 passes over the local chips].")
+@click.option("--batch-size", default=None, type=click.IntRange(2), help="[default: 128; with --init: 64, half local, half replay].")
+@click.option("--lr", default=None, type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW, warm-up + cosine) [default: 3e-3 (AdamW); with --init: 1e-3 (SGD, Nesterov momentum)].")
 @click.option("--weight-decay", default=0.02, show_default=True, type=click.FloatRange(min=0))
 @click.option("--patience", default=8, show_default=True, type=click.IntRange(1), help="Early stopping: epochs without a better validation AP.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of initialisation, batch order and augmentation (and of the split unless --split-seed).")
@@ -25,17 +29,21 @@ from minewatch.errors import MinewatchError
 @click.option("--atmosphere-p", default=0.4, show_default=True, type=click.FloatRange(0, 1), help="Share of each batch given the L1C→L2A atmospheric augmentation.")
 @click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Weight EMA decay (0 = off).")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Put dihedral test-time augmentation inside the exported graphs.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="CPU threads for training.")
+@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads for training [default: every core this process may use].")
 @click.option("--name", default=None, help="Model name in the card (default: the --out folder name).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
-    chips_dir: str,
+    chips_dirs: tuple[str, ...],
+    init: str | None,
+    replay: str | None,
+    no_replay: bool,
+    eval_chips: tuple[str, ...],
     arch: str,
     out_dir: str,
     bands: str | None,
-    epochs: int,
-    batch_size: int,
-    lr: float,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
     weight_decay: float,
     patience: int,
     seed: int,
@@ -46,7 +54,7 @@ def command(
     atmosphere_p: float,
     ema: float,
     tta: bool,
-    threads: int,
+    threads: int | None,
     name: str | None,
     quiet: bool,
 ) -> None:
@@ -65,6 +73,18 @@ def command(
     from minewatch.train.augment import AugmentConfig
     from minewatch.train.loop import TrainConfig, train_package
 
+    from minewatch.train.finetune import default_threads
+
+    threads = threads or default_threads()
+    if init is not None:
+        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet)
+        return
+    if replay is not None or no_replay or eval_chips:
+        raise MinewatchError("--replay/--no-replay/--eval-chips", "only with --init (fine-tuning)")
+    if len(chips_dirs) > 1:
+        raise MinewatchError("--chips", "give one chip dataset to train from scratch (several only with --init)")
+    chips_dir = chips_dirs[0]
+    epochs, batch_size, lr = epochs or 30, batch_size or 128, lr or 3e-3
     if arch not in ARCHS:
         raise MinewatchError("--arch", f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
     chips = load_chips(chips_dir)
@@ -108,3 +128,36 @@ def command(
     for hname, h in card.metrics.get("holdouts", {}).items():
         parts = [f"{k} {val:.3f}" for k, val in h.items() if k.startswith(("sensitivity", "specificity")) and val is not None]
         click.echo(f"  hold-out {hname}: n={h['n']} " + ", ".join(parts))
+
+
+def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str | None, no_replay: bool, eval_chips: tuple[str, ...],
+              bands: str | None, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, threads: int,
+              name: str | None, quiet: bool) -> None:  # fmt: skip
+    from minewatch.chips import load_chips
+    from minewatch.models.package import load_package
+    from minewatch.train.finetune import FinetuneConfig, finetune_package
+
+    if replay is not None and no_replay:
+        raise MinewatchError("--replay/--no-replay", "give one of them")
+    local = [load_chips(d) for d in chips_dirs]
+    if bands is not None:
+        want = [b.strip() for b in bands.split(",") if b.strip()]
+        for c in local:
+            if want != c.spec.bands:
+                raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
+    d = FinetuneConfig()
+    cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads)
+    out = finetune_package(init, local, out_dir, cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
+                           name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
+    card = load_package(out).card
+    ft = card.training["finetune"]
+    v = card.metrics.get("val")
+    line = f"wrote {out}: fine-tuned {card.training['init']['name']} on {ft['n_local']} local chips ({ft['n_local_pos']} mines)"
+    if v:
+        b = card.metrics.get("base_val") or {}
+        line += f"; validation AP {v['ap']:.4f} (base {b.get('ap') or float('nan'):.4f}), sens@spec0.99 {v['sens_at_spec99']:.3f}, threshold {card.threshold:.3f}"
+    click.echo(line)
+    for k, e in card.metrics.get("local_eval", {}).items():
+        f, b = e["finetuned"], e["base"]
+        parts = [f"{m} {f[m]:.3f} (base {b[m]:.3f})" for m in f if m.startswith(("sensitivity", "specificity", "ap")) and f.get(m) is not None and b.get(m) is not None]
+        click.echo(f"  local {k}: n={f['n']} " + ", ".join(parts))

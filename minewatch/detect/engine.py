@@ -89,6 +89,9 @@ class DetectRequest:
     """Processing level to assume when the imagery does not state one."""
     bands: tuple[str, ...] | None = None
     """Band names of GeoTIFFs that do not name their own (``--bands``)."""
+    precision: str = "auto"
+    """Scoring arithmetic: ``auto`` (int8 graphs where the card's quality rule passed, else fp32),
+    ``fp32`` or ``int8`` (:mod:`minewatch.models.quantize`)."""
     masks: bool = False
     """Also write ``masks/<tile>.tif``: the per-pixel scar mask inside written patches (uint8 COG)."""
 
@@ -271,7 +274,7 @@ def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | Non
     """Score one tile and write its rows and summary; returns the summary. Runs on a worker."""
     t0 = time.perf_counter()
     req = plan.request
-    scorer = Scorer.load(req.models, threads)
+    scorer = Scorer.load(req.models, threads, req.precision)
     p, s = plan.patch_px, plan.step_px
     cells = owned_cells(job.tile.tile_px, s)
     raster = read_tile(job.rasters, job.tile, (*plan.bands, *plan.mask_bands), halo_px(p, s))
@@ -529,7 +532,10 @@ def execute(
             plan_f = client.scatter(plan, broadcast=True)
             futs = {client.submit(_run_tile_task, j, plan_f, str(out_dir), threads, key=f"detect-{j.id}", pure=False): j.id for j in jobs}
             for fut in dist_as_completed(list(futs)):
-                finish(futs[fut], fut.result)
+                finish(futs.pop(fut), fut.result)
+                # Let go of the result at once: a future still held when its worker dies is
+                # recomputed elsewhere, rewriting the tile's files after the manifest recorded them.
+                fut.release()
         finally:
             client.close()
             if cluster is not None:
@@ -560,11 +566,13 @@ def run_detect(
 
     say = log or (lambda s: None)
     out = Path(out_dir).absolute()  # workers may run elsewhere; the manifest records paths below it
-    scorer = Scorer.load(request.models)
+    scorer = Scorer.load(request.models, precision=request.precision)
     imagery = open_imagery(imagery_path, request.bands)
     # workers (other processes, other machines) load the packages by absolute path
     models = tuple(str(p.path.resolve()) for p in scorer.packages)
-    request = DetectRequest(**{**asdict(request), "models": models, "period": resolve_period(imagery, request.period)})
+    used = set(scorer.precisions)  # record what "auto" chose (int8 / fp32) when every model agrees
+    precision = used.pop() if len(used) == 1 else request.precision
+    request = DetectRequest(**{**asdict(request), "models": models, "period": resolve_period(imagery, request.period), "precision": precision})
     if request.fast and not scorer.has_fast_path:
         raise MinewatchError("--model", "a model has no fully-convolutional graph; the fast path needs one for every model")
     plan = plan_detect(imagery, request, scorer, roi)
@@ -619,7 +627,7 @@ def run_detect(
             "bands": list(plan.bands),
             "patch_px": plan.patch_px,
             "step_px": plan.step_px,
-            "models": [{"name": p.card.name, "path": str(p.path), "members": p.card.members, "threshold": p.card.threshold} for p in scorer.packages],
+            "models": [{"name": p.card.name, "path": str(p.path), "members": p.card.members, "threshold": p.card.threshold, "precision": getattr(p, "precision", "fp32")} for p in scorer.packages],
             "totals": totals,
             "complete": not result.failed and len(finished) == len(ids),
         }

@@ -278,11 +278,13 @@ def _execute(
         try:
             futs = {client.submit(process_tile, p, source, str(out_dir), chunk_px, per_worker, key=f"composite-{p.id}", pure=False): p.id for p in plans}
             for fut in dist_as_completed(list(futs)):
-                tid = futs[fut]
+                tid = futs.pop(fut)
                 try:
                     on_done(tid, fut.result())
                 except Exception as e:
                     on_failed(tid, e)
+                # A result still held when its worker dies is recomputed (and rewritten) elsewhere.
+                fut.release()
                 bar.update(1)
         finally:
             client.close()

@@ -39,12 +39,24 @@ def _bar_labels(ax: plt.Axes, values: Sequence[float]) -> None:
         ax.text(i, v + top * 0.01, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
 
 
+def _period_ticks(ax: plt.Axes, periods: Sequence[str]) -> None:
+    """Period labels that never run into each other: slanted when they would not fit side by side
+    (about 7 characters per bar at this width; ``2025Q2`` bars need it from 8 periods on)."""
+    ax.set_xticks(range(len(periods)), [str(p) for p in periods])
+    if sum(len(str(p)) + 2 for p in periods) > 56:
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        for t in ax.get_xticklabels():
+            t.set_horizontalalignment("right")
+            t.set_rotation_mode("anchor")
+
+
 def area_per_period(stats: Sequence[PeriodStats], path: str | Path, label: str = "Mined area") -> bytes:
     """Bar chart of the area detected in each period (ha)."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
     periods = [s.period for s in stats]
     values = [s.area_ha for s in stats]
-    ax.bar(periods, values, color=ORANGE)
+    ax.bar(range(len(periods)), values, color=ORANGE)
+    _period_ticks(ax, periods)
     _bar_labels(ax, values)
     ax.set_ylabel(f"{label} (ha)")
     ax.set_title(f"{label} detected per period")
@@ -58,19 +70,21 @@ def new_area_per_period(stats: Sequence[PeriodStats], path: str | Path, label: s
     fig, ax = plt.subplots(figsize=(7, 3.4))
     periods = [s.period for s in stats]
     new = [s.new_ha for s in stats]
-    ax.bar(periods, new, color=PINK, label="new in period")
+    ax.bar(range(len(periods)), new, color=PINK, label="new in period")
+    _period_ticks(ax, periods)
     _bar_labels(ax, new)
     ax.set_ylabel("New area (ha)")
     ax.yaxis.set_major_formatter(_ha)
     ax2 = ax.twinx()
-    ax2.plot(periods, [s.cumulative_ha for s in stats], color=DARK, marker="o", label="cumulative")
+    ax2.plot(range(len(periods)), [s.cumulative_ha for s in stats], color=DARK, marker="o", label="cumulative")
     ax2.set_ylabel("Cumulative (ha)")
     ax2.yaxis.set_major_formatter(_ha)
     ax2.set_ylim(bottom=0)
     ax.set_title(f"New and cumulative {label.lower()} per period")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False, fontsize=8)
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.22 if len(periods) and sum(len(str(p)) + 2 for p in periods) > 56 else -0.1),
+              ncol=2, frameon=False, fontsize=8)
     ax.spines[["top"]].set_visible(False)
     return _save(fig, path)
 

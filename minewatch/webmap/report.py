@@ -176,6 +176,12 @@ def imagery_summary(folders: Sequence[Path], limit: int = 5000) -> list[dict[str
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for folder in folders:
+        if folder.is_file():  # one GeoTIFF (the demo mosaic, detect --imagery FILE.tif): its tags
+            for r in _imagery_from_tags(folder, limit):
+                if r["tile"] not in seen:
+                    seen.add(r["tile"])
+                    rows.append(r)
+            continue
         items = sorted(folder.glob("tiles/*.json")) + sorted(folder.glob("*/tiles/*.json")) + sorted(folder.glob("*.json"))
         for p in items[:limit]:
             try:
@@ -215,7 +221,8 @@ def _imagery_from_tags(folder: Path, limit: int) -> list[dict[str, Any]]:
     import rasterio
 
     rows = []
-    for p in sorted(folder.glob("**/*.tif"))[:limit]:
+    files = [folder] if folder.is_file() else sorted(folder.glob("**/*.tif"))
+    for p in files[:limit]:
         if p.stem.endswith("_clear"):
             continue
         try:
@@ -224,8 +231,11 @@ def _imagery_from_tags(folder: Path, limit: int) -> list[dict[str, Any]]:
         except Exception:  # noqa: BLE001
             continue
         if "START_DATE" in t:
-            rows.append({"tile": t.get("TILE", p.stem), "start": t["START_DATE"], "end": t.get("END_DATE", ""),
-                         "level": t.get("PROCESSING_LEVEL", ""), "scenes": t.get("SCENES")})
+            row = {"tile": t.get("TILE", p.stem), "start": t["START_DATE"], "end": t.get("END_DATE", ""),
+                   "level": t.get("PROCESSING_LEVEL", ""), "scenes": t.get("SCENES")}
+            if t.get("DEMO"):
+                row["note"] = "demo mosaic: " + t["DEMO"]
+            rows.append(row)
     return rows
 
 
@@ -252,7 +262,8 @@ def discover_run(
     if run_dir is not None:
         folders.append(run_dir)
         if manifest:
-            folders += [p for p in _paths_in(manifest.get("inputs", {})) if p.is_dir() and (p / "tiles").is_dir()]
+            folders += [p for p in _paths_in(manifest.get("inputs", {}))
+                        if (p.is_dir() and (p / "tiles").is_dir()) or (p.is_file() and p.suffix.lower() in (".tif", ".tiff"))]
     ri.imagery = imagery_summary(folders)
     return ri
 
@@ -320,7 +331,15 @@ img.chart { max-width: 100%; background: #fff; border: 1px solid #e5e1d8; border
 .na { color: #8a4b00; font-style: italic; }
 .caveat b { display: block; margin-top: 8px; }
 footer { margin-top: 40px; color: #555; font-size: 13px; }
-@media print { .mapbox { page-break-inside: avoid; } h2 { page-break-after: avoid; } body { background: #fff; } }
+ul.findings { font-size: 16px; padding-left: 20px; } ul.findings li { margin: 4px 0; }
+img.chart.small { max-width: 70%; }
+.fine { font-size: 13px; color: #555; }
+h3 { font-size: 16px; margin: 20px 0 6px; }
+@media print {
+  .mapbox { page-break-inside: avoid; } h2, h3 { page-break-after: avoid; } body { background: #fff; }
+  main { padding-top: 0; } .page1 { page-break-after: always; } .page1 h2 { margin-top: 12px; }
+  .page1 img.chart.small { max-height: 250px; } .appendix { page-break-before: always; } tr { page-break-inside: avoid; }
+}
 """
 
 
@@ -349,51 +368,75 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], numeric: Sequen
     return f"<table class='t'><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out += _flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}")
-            if isinstance(v, dict) and not v:
-                out.append((f"{prefix}{k}", "{}"))
-    else:
-        out.append((prefix.rstrip("."), d))
-    return out
+def _metric_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """The few validation numbers of a metrics dict that mean something on their own."""
+    keys = (("n", "chips", 0), ("n_pos", "mines", 0), ("ap", "average precision", 3), ("sensitivity", "mines found at the threshold", 3),
+            ("specificity", "non-mines rejected at the threshold", 3), ("sens_at_spec99", "mines found at 99 % specificity", 3))  # fmt: skip
+    return [(label, _fmt(d[k], nd)) for k, label, nd in keys if isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool)]
 
 
 def card_html(card: dict[str, Any] | None, card_path: Path | None) -> str:
-    """Model, thresholds and metrics from a model card dict (``card.json``)."""
+    """The short model card: what the model is and the figures that matter, each with what it means."""
+    from minewatch.models.summary import headline
+
     if not card:
         return f"<p class='na'>Model card {NOT_AVAILABLE} (no card.json in the run folder or its manifest; pass --card).</p>"
+    e = html.escape
     spec = card.get("spec", {}) or {}
-    rend = spec.get("rendering", {}) or {}
-    rows = [
-        ("Model", card.get("name", "")),
-        ("Architecture", card.get("architecture", "")),
-        ("Ensemble members", ", ".join(map(str, card.get("members", []))) if isinstance(card.get("members"), list) else card.get("members", "")),
-        ("Bands", ", ".join(spec.get("bands", [])) if spec else ""),
-        ("Processing level trained on", spec.get("level", "")),
-        ("Rendering", f"{rend.get('kind', '')} scale {rend.get('scale', '')}" if rend else ""),
-        ("Patch / step (px)", f"{card.get('patch_px', '')} / {card.get('step_px', '')}"),
-        ("Decision threshold", card.get("threshold", "")),
-        ("Validated levels", ", ".join(card.get("validated_levels", {}) or {}) or "none recorded"),
-        ("Created", card.get("created", "")),
-    ]
-    out = _table([(k, _fmt(v, 3)) for k, v in rows if v not in ("", None)], ["Field", "Value"])
-    metrics = _flatten(card.get("metrics", {}) or {})
-    for lvl, m in (card.get("validated_levels", {}) or {}).items():
-        metrics += [(f"{lvl}: {k}", v) for k, v in _flatten(m)]
-    if metrics:
-        out += "<h3>Metrics</h3>" + _table([(k, _fmt(v, 4)) for k, v in metrics[:60]], ["Metric", "Value"], [False, True])
+    members = card.get("members", [])
+    what = (f"<p><b>{e(str(card.get('name', '')))}</b>: {e(str(card.get('architecture', '') or 'a classifier'))}"
+            f"{f', {len(members)} members' if isinstance(members, list) and len(members) > 1 else ''}. It scores 480 m patches of "
+            f"Sentinel-2 bands {e(', '.join(spec.get('bands', [])))} and was trained on {e(str(spec.get('level', '?')))} imagery; a patch "
+            f"scoring at least {_fmt(card.get('threshold'), 3)} is called mining.</p>")  # fmt: skip
+    figs = headline(card)
+    if figs:
+        out = what + _table([(f.label, f.value, f.meaning) for f in figs], ["Figure", "Value", "What it means"], [False, True, False])
     else:
-        out += f"<p class='na'>Metrics {NOT_AVAILABLE} in the card.</p>"
-    training = _flatten(card.get("training", {}) or {})
-    if training:
-        out += "<h3>Training</h3>" + _table([(k, _fmt(v, 4)[:160]) for k, v in training[:30]], ["Field", "Value"])
+        out = what + "<p class='na'>The card records no validation figures for this model: its accuracy is unknown.</p>"
+    levels = ", ".join(map(str, (card.get("validated_levels", {}) or {}).keys())) or "none recorded"
+    out += f"<p style='font-size:13px'>Validated on processing levels: {e(levels)}. Details in the appendix.</p>"
+    return out
+
+
+def card_appendix_html(card: dict[str, Any] | None, card_path: Path | None) -> str:
+    """The rest of the card that a reader may want: per-level and per-member figures, per-source
+    table, training summary. Simulation details and raw dumps are left to ``models show --json``."""
+    if not card:
+        return f"<p class='na'>Model card {NOT_AVAILABLE}.</p>"
+    e = html.escape
+    m = card.get("metrics", {}) or {}
+    out = ""
+    rows: list[tuple[str, str, str]] = []
+    if isinstance(m.get("val"), dict):
+        rows += [("validation (L1C)" if str((card.get("spec") or {}).get("level", "")).upper() == "L1C" else "validation", k, v) for k, v in _metric_rows(m["val"])]
+    for lvl, d in (card.get("validated_levels", {}) or {}).items():
+        if isinstance(d, dict):
+            rows += [(f"{lvl}{' (simulated)' if d.get('simulated') else ''}", k, v) for k, v in _metric_rows(d)]
+    for name, d in (m.get("val_members") or {}).items():
+        if isinstance(d, dict):
+            rows += [(f"member {name}", k, v) for k, v in _metric_rows(d)]
+    plain = [(k, v) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    rows += [("card", k, _fmt(v, 4)) for k, v in plain]
+    if rows:
+        out += "<h3>Figures</h3>" + _table(rows, ["Set", "Figure", "Value"], [False, False, True])
+    ps = m.get("per_source")
+    if isinstance(ps, list) and ps and all(isinstance(r, dict) for r in ps):
+        body = [[str(r.get("source", "")), _fmt(r.get("n")), _fmt(r.get("n_pos")), _fmt(r.get("ap"), 3), _fmt(r.get("sensitivity"), 3),
+                 _fmt(r.get("specificity"), 3)] for r in ps]  # fmt: skip
+        out += ("<h3>Validation figures per labelled source</h3>"
+                + _table(body, ["Source", "Chips", "Mines", "AP", "Sensitivity", "Specificity"], [False, True, True, True, True, True]))
+    t = card.get("training", {}) or {}
+    keep = [(k, t[k]) for k in ("chips", "chips_sha256", "val_split", "threshold_rule", "epochs", "seed", "script") if k in t]
+    if isinstance(t.get("ensemble_of"), list):
+        keep.append(("members", ", ".join(f"{x.get('name')} ({x.get('architecture')})" for x in t["ensemble_of"] if isinstance(x, dict))))
+    if keep:
+        out += "<h3>Training</h3>" + _table([(k, _fmt(v if not isinstance(v, dict) else ", ".join(f"{a}={b}" for a, b in v.items()), 4)[:160])
+                                             for k, v in keep], ["Field", "Value"])  # fmt: skip
     if card.get("notes"):
-        out += f"<p>{html.escape(str(card['notes']))}</p>"
-    if card_path:
-        out += f"<p style='color:#666;font-size:12px'>From {html.escape(str(card_path))}</p>"
+        out += f"<p>{e(str(card['notes']))}</p>"
+    name = card.get("name", "NAME")
+    out += (f"<p style='color:#666;font-size:12px'>Every field of the card: <code>minewatch models show {e(str(name))} --json</code>"
+            f"{' (card from ' + e(card_path.name if card_path else '') + ')' if card_path else ''}.</p>")
     return out
 
 
@@ -411,13 +454,66 @@ def imagery_html(rows: Sequence[dict[str, Any]]) -> str:
     if "never_clear_pct" in df:
         summary += f"; on average {df['never_clear_pct'].mean():.1f} % of pixels had no clear observation"
     summary += ".</p>"
-    cols = [c for c in ("tile", "start", "end", "level", "scenes", "max_scene_cloud", "clear_mean", "never_clear_pct") if c in df]
-    heads = {"tile": "Tile", "start": "Start", "end": "End", "level": "Level", "scenes": "Scenes",
-             "max_scene_cloud": "Max scene cloud (%)", "clear_mean": "Clear obs. (mean)", "never_clear_pct": "Never clear (%)"}
+    cols = [c for c in ("tile", "start", "end", "level", "scenes", "max_scene_cloud", "clear_mean", "never_clear_pct", "note") if c in df]
+    heads = {"tile": "Tile", "start": "Start", "end": "End", "level": "Level", "scenes": "Scenes", "note": "Note",
+             "max_scene_cloud": "Max scene cloud (%)", "clear_mean": "Clear obs. (mean)", "never_clear_pct": "Never clear (%)"}  # fmt: skip
     numeric = [c in ("scenes", "max_scene_cloud", "clear_mean", "never_clear_pct") for c in cols]
     body = [[_fmt(r.get(c), 1) if isinstance(r.get(c), float) else _fmt(r.get(c)) for c in cols] for r in rows[:200]]
     more = f"<p>… and {len(rows) - 200} more tiles.</p>" if len(rows) > 200 else ""
     return summary + _table(body, [heads[c] for c in cols], numeric) + more
+
+
+def zone_period_table(md: MapData, top_ids: Sequence[Any], label: str) -> str:
+    """One table of the most affected zones: area in each period's layer, and the cumulative total."""
+    if md.zone_stats is None or md.zones is None or not len(top_ids):
+        return ""
+    det = md.zone_stats.detected.groupby(level=0).sum()
+    cum = md.zone_stats.cumulative.groupby(level=0).sum()
+    names = md.zones.drop_duplicates("zone_id").set_index("zone_id")["zone_name"]
+    last = md.periods[-1]
+    rows = []
+    for zid in top_ids:
+        rows.append([str(names.get(zid, zid)), str(zid), *[_fmt(float(det.loc[zid, p]), 0) if p in det.columns else "" for p in md.periods],
+                     _fmt(float(cum.loc[zid, last]), 0)])  # fmt: skip
+    header = ["Zone", "Id", *[str(p) for p in md.periods], f"Cumulative to {last}"]
+    return (f"<p style='font-size:13px'>{html.escape(label)} (ha) inside each zone in each period's layer, and the union of all periods "
+            "up to the last (an area seen in two periods counts once).</p>"
+            + _table(rows, header, [False, False, *[True] * len(md.periods), True]))
+
+
+def findings(md: MapData, label: str, card: dict[str, Any] | None, top: pd.DataFrame, imagery: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's first-page sentences: what, where, when, and how far to trust it (plain text)."""
+    from minewatch.models.summary import headline
+
+    first, last = md.periods[0], md.periods[-1]
+    s_last = md.stats[-1]
+    what = label.lower()
+    out = [f"{s_last.area_ha:,.0f} ha of {what} detected in {last}, in {s_last.n_polygons:,} polygons."]
+    if len(md.stats) > 1:
+        out.append(f"{s_last.cumulative_ha:,.0f} ha in total from {first} to {last}; {s_last.new_ha:,.0f} ha of it first detected in {last}.")
+    if md.zone_stats is not None and md.zones is not None:
+        cum = md.zone_stats.cumulative.groupby(level=0).sum()[last]
+        n_aff, n_all = int((cum > 0).sum()), int(md.zones["zone_id"].nunique())
+        names = [f"{r['zone_name']} ({float(r['cumulative_ha']):,.0f} ha)" for _, r in top.head(3).iterrows()]
+        out.append(f"Mining touches {n_aff:,} of {n_all:,} zones up to {last}" + (f"; most affected: {', '.join(names)}." if names else "."))
+    if card:
+        figs = {f.label: f for f in headline(card)}
+        found, rej = figs.get("Mines found at the threshold"), figs.get("Non-mines correctly rejected")
+        if found and rej:
+            line = (f"The model ({card.get('name')}) found {found.value} of the mines in validation chips it had never seen, and "
+                    f"rejected {rej.value} of the non-mines")
+            left = figs.get("Mines found in places left out of training")
+            line += f"; in regions left out of its training it found about {left.value}." if left else "."
+            out.append(line)
+        trained = str((card.get("spec") or {}).get("level", "")).upper()
+        used = sorted({str(r.get("level")).upper() for r in imagery if r.get("level")})
+        if trained and used and used != [trained]:
+            l2a = figs.get("Average precision on simulated L2A") or figs.get("Average precision on L2A")
+            out.append(f"The imagery is {', '.join(used)}; the model was trained on {trained}"
+                       + (f" (validation AP {l2a.value} on simulated L2A)." if l2a else " and has no figures for it: scores may shift."))
+    else:
+        out.append("No model card came with these layers: how accurate they are is not stated here.")
+    return out
 
 
 def build_report(
@@ -429,27 +525,35 @@ def build_report(
     top_n: int = 15,
     charts_dir: str | Path | None = None,
     md: MapData | None = None,
+    progress: Any = None,
     **map_kw: Any,
 ) -> Path:
-    """Write the HTML report (and the chart PNGs beside it); returns the report path."""
+    """Write the HTML report (and the chart PNGs beside it); returns the report path.
+
+    Layout: page 1 the findings (sentences, key figures, the table per period, one chart); then the
+    map; the most affected zones (one table, a row per zone and a column per period); the short
+    model card; caveats; credits; an appendix with the other charts, the imagery per tile and the
+    model's detailed figures. ``progress`` (a callable taking a line) hears each step.
+    """
+    say = progress or (lambda s: None)
     out = Path(out)
-    md = md or build_map_data(ri.layers, ri.zones, ri.airstrips, zone_id_field, zone_name_field)
+    if md is None:
+        say("report: reading layers and zones …")
+        md = build_map_data(ri.layers, ri.zones, ri.airstrips, zone_id_field, zone_name_field)
     charts_dir = Path(charts_dir) if charts_dir else out.with_name(out.stem + "_charts")
     last = md.periods[-1]
     label = md.area_label
+    say("report: charts …")
     png_area = charts.area_per_period(md.stats, charts_dir / "area_per_period.png", label)
     png_new = charts.new_area_per_period(md.stats, charts_dir / "new_area_per_period.png", label)
     top = pd.DataFrame(columns=["zone_name", "cumulative_ha"])
-    zone_rows: list[list[str]] = []
     if md.zone_stats is not None and md.zones is not None:
         t = md.zone_stats.top(top_n)
         names = md.zones.drop_duplicates("zone_id").set_index("zone_id")["zone_name"]
         top = t.assign(zone_name=names.reindex(t.index).to_numpy())
-        det = md.zone_stats.detected.groupby(level=0).sum()
-        for zid, r in top.iterrows():
-            zone_rows.append([str(r["zone_name"]), str(zid), _fmt(float(det.loc[zid, last]), 1), _fmt(float(r["cumulative_ha"]), 1)])
     png_top = charts.top_zones(top, charts_dir / "top_zones.png", last, label) if md.zones is not None else None
 
+    say("report: map …")
     head, body = map_fragment(md, title, height="620px", **map_kw)
     s_last = md.stats[-1]
     fp_ratio = float(md.layer["area_ha"].sum() / max(md.layer["footprint_ha"].sum(), 1e-9))
@@ -479,33 +583,46 @@ def build_report(
         area_note = (f"<p>The layers state a mined area inside each outline; over all periods it is "
                      f"{fp_ratio * 100:.0f} % of the outline area. New and cumulative areas scale each "
                      "polygon's stated area by the share of its outline not detected before.</p>")
+    facts = findings(md, label, ri.card, top, ri.imagery)
+    today = dt.date.today().isoformat()
     parts = [
-        f"<header><h1>{e(title)}</h1><p>Generated {dt.date.today().isoformat()} by minewatch {e(__version__)}"
-        f"{' from ' + e(str(ri.run_dir)) if ri.run_dir else ''}. Layers: {e(sources)}.</p></header>",
+        # page 1: findings
+        "<section class='page1'>",
+        f"<header><h1>{e(title)}</h1><p>Generated {today} by minewatch {e(__version__)}"
+        f"{' from ' + e(ri.run_dir.name or str(ri.run_dir)) if ri.run_dir else ''}. Layers: {e(sources)}.</p></header>",
+        "<h2>Findings</h2><ul class='findings'>" + "".join(f"<li>{e(s)}</li>" for s in facts) + "</ul>",
         "<div class='kpis'>" + "".join(f"<div class='kpi'><b>{e(a)}</b><span>{e(b)}</span></div>" for a, b in kpis) + "</div>",
-        "<h2>Map</h2><div class='mapbox'>" + body + "</div>",
-        "<p style='font-size:13px;color:#555'>Use the period slider to move through time; switch on "
-        "new or cumulative mining in the layer list; click a zone for its mined area per period.</p>",
-        "<h2>Mined area per period</h2>",
-        f"<img class='chart' alt='area per period' src='{_png_uri(png_area)}'>",
-        f"<img class='chart' alt='new area per period' src='{_png_uri(png_new)}'>",
         area_note,
         _table(period_rows, ["Period", "Polygons", f"{label} (ha)", "New (ha)", "Cumulative (ha)"], [False, True, True, True, True]),
+        f"<img class='chart small' alt='new area per period' src='{_png_uri(png_new)}'>",
+        "<p class='fine'>Before quoting a figure, read the caveats below: detections include false positives, and areas "
+        "depend on how they are measured. Model, imagery and method details are in the appendix.</p>",
+        "</section>",
+        "<h2>Map</h2><div class='mapbox'>" + body + "</div>",
+        "<p class='fine'>Use the period slider to move through time; switch on new or cumulative mining in the layer "
+        "list; click a zone for its area per period.</p>",
         "<h2>Most affected zones</h2>",
     ]
     if png_top is not None:
-        parts += [f"<img class='chart' alt='top zones' src='{_png_uri(png_top)}'>",
-                  _table(zone_rows, ["Zone", "Id", f"{label} in {last} (ha)", f"Cumulative to {last} (ha)"], [False, False, True, True])]
+        parts += [zone_period_table(md, list(top.index), label) or f"<p class='na'>No zone intersects the detections.</p>"]
     else:
         parts.append(f"<p class='na'>Zones {NOT_AVAILABLE} (give --zones).</p>")
     parts += [
         "<h2>Model</h2>", card_html(ri.card, ri.card_path),
-        "<h2>Imagery</h2>", imagery_html(ri.imagery),
         "<h2>Caveats: what the detector can and cannot see</h2>",
         "".join(f"<div class='caveat'><b>{e(h)}</b>{e(t)}</div>" for h, t in CAVEATS),
         "<h2>Credits and citation</h2><ul>" + "".join(f"<li>{e(c)}</li>" for c in [*CREDITS]) + "</ul>",
-        f"<footer>Cite as: minewatch {e(__version__)} report, {dt.date.today().isoformat()}; data: Earth Genome, "
-        "Amazon Mining Watch (CC BY 4.0).</footer>",
+        f"<p class='fine'>Cite as: minewatch {e(__version__)} report, {today}; data: Earth Genome, Amazon Mining Watch (CC BY 4.0).</p>",
+        "<section class='appendix'><h2>Appendix</h2>",
+        f"<h3>A. {e(label)} per period</h3><img class='chart' alt='area per period' src='{_png_uri(png_area)}'>",
+    ]
+    if png_top is not None:
+        parts.append(f"<h3>B. Most affected zones</h3><img class='chart' alt='top zones' src='{_png_uri(png_top)}'>")
+    parts += [
+        "<h3>C. Imagery</h3>", imagery_html(ri.imagery),
+        "<h3>D. Model details</h3>", card_appendix_html(ri.card, ri.card_path),
+        "</section>",
+        f"<footer>minewatch {e(__version__)} · {today}</footer>",
     ]
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -517,6 +634,7 @@ def build_report(
 {''.join(parts)}
 </main></body></html>
 """
+    say("report: writing …")
     return write_text_atomic(out, page)
 
 

@@ -1,0 +1,181 @@
+"""The adaptation loop on real pixels: review → chips from existing imagery → fine-tune → detect again.
+
+The demo mosaic holds real labelled chips laid edge to edge on the 24 px patch lattice
+(minewatch/data/demo), so a review of some of its cells (labels from its truth file) must give back
+exactly those chips, and the fine-tuned package must be a normal package (fast path equal to patch
+by patch, card with the fine-tuning data digest, loadable by detect and ``models ensemble``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from minewatch.atomic import sha256_file
+from minewatch.chips import ChipSet, load_chips, save_chips
+from minewatch.cli.main import cli
+from minewatch.detect.demo import load_demo
+from minewatch.models.package import load_package
+from minewatch.runs import verify_run
+from minewatch.train.scorecard import make_split
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PendingDeprecationWarning", "ignore::DeprecationWarning")
+
+
+def _review_csv(path: Path, truth: gpd.GeoDataFrame, n_mines: int = 16, n_not: int = 20, seed: int = 0, exclude: set[str] = frozenset()) -> pd.DataFrame:  # type: ignore[assignment]
+    """A review export of demo cells: point inside each cell (off-centre, as a detection's
+    representative point is), label yes/no from the truth file, plus rows a reviewer skipped."""
+    rng = np.random.default_rng(seed)
+    ids = "demo:" + truth["cell_row"].astype(str) + "-" + truth["cell_col"].astype(str)
+    truth = truth[~ids.isin(exclude)]
+    mines = truth[truth["truth"] == "mine"].sample(n_mines, random_state=seed)
+    nots = truth[truth["truth"] == "not-mine"].sample(n_not, random_state=seed)
+    skips = truth[truth["truth"] == "nodata"].head(2)
+    rows = []
+    for k, (_, t) in enumerate(pd.concat([mines, nots, skips]).iterrows()):
+        c = t.geometry.centroid
+        w, s, e, n = t.geometry.bounds
+        dx, dy = rng.uniform(-0.15, 0.15, 2) * (e - w)  # within the cell's middle: the nearest patch is the cell
+        label = {"mine": "yes", "not-mine": "no", "nodata": "skip"}[t["truth"]]
+        rows.append({"sample": k + 1, "detection_id": f"demo:{t['cell_row']}-{t['cell_col']}", "period": "2024", "area_ha": 23.0,
+                     "score": 0.5, "lon": round(c.x + dx, 6), "lat": round(c.y + dy, 6), "tile": "", "label": label, "labelled_at": ""})  # fmt: skip
+    rows.append({**rows[0], "sample": len(rows) + 1, "detection_id": "demo:unlabelled", "label": ""})
+    with path.open("w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    return pd.DataFrame(rows)
+
+
+def _small_replay(real: ChipSet, folder: Path, n: int = 400) -> Path:
+    """A stratified sample of the shared chips (fast test): replay pool + a validation split."""
+    rng = np.random.default_rng(1)
+    idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(real.labels == v), n // 2, replace=False) for v in (0, 1)]))
+    return save_chips(real.subset(idx), folder)
+
+
+def test_review_chips_finetune_detect_on_the_demo(real_chips: ChipSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = load_demo()
+    truth = gpd.read_file(demo.truth)
+    work = tmp_path / "my region"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    review = _review_csv(work / "review export.csv", truth)
+    _small_replay(real_chips, work / "replay chips")
+    run = CliRunner()
+
+    # review → chips, cut from the demo COG as it is (relative paths, spaces in names)
+    r = run.invoke(cli, ["chips", "--points", "review export.csv", "--imagery", str(demo.imagery), "--out", "local chips"])
+    assert r.exit_code == 0, r.output
+    local = load_chips(work / "local chips")
+    assert len(local) == 36 and int(local.labels.sum()) == 16  # skips and the unlabelled row dropped
+    assert local.spec.level == "L1C" and local.spec.bands == ["B4", "B3", "B2"] and local.spec.rendering.kind == "uint8_clip"
+    assert set(local.meta["snap"]) == {"patch"}
+    by_id = {f"demo:{t.cell_row}-{t.cell_col}": t for t in truth.itertuples()}
+    for i, pid in enumerate(local.meta["patch_id"]):  # centred on the reviewed patch: exactly the real chip
+        t = by_id[pid]
+        np.testing.assert_array_equal(local.pixels[i], real_chips.pixels[int(t.chip)])
+        assert local.labels[i] == int(t.label)
+    assert set(local.meta["patch_id"]) == {d for d, lab in zip(review["detection_id"], review["label"], strict=True) if lab in ("yes", "no")}
+
+    # other reviewed cells, held out of fine-tuning: the local figures; giving the training chips is refused
+    _review_csv(work / "held out.csv", truth, 8, 8, seed=1, exclude=set(review["detection_id"]))
+    assert run.invoke(cli, ["chips", "--points", "held out.csv", "--imagery", str(demo.imagery), "--out", "held out chips"]).exit_code == 0
+    r = run.invoke(cli, ["train", "--init", "default", "--chips", "local chips", "--replay", "replay chips", "--epochs", "1",
+                         "--eval-chips", "local chips", "--out", "refused", "--quiet"])  # fmt: skip
+    assert r.exit_code != 0 and "never trained on" in r.output and not (work / "refused" / "card.json").exists()
+
+    # fine-tune the shipped default (an ensemble) member by member, one pass over the local chips
+    r = run.invoke(cli, ["train", "--init", "default", "--chips", "local chips", "--replay", "replay chips", "--epochs", "1",
+                         "--eval-chips", "held out chips", "--out", "adapted model", "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "fine-tuned default on 36 local chips (16 mines)" in r.output
+    base, pkg = load_package("default"), load_package(work / "adapted model")
+    card = pkg.card
+    assert card.members == base.card.members and pkg.has_fast_path and card.fcn_stride == base.card.fcn_stride
+    ft = card.training["finetune"]
+    assert ft["local_chips"][0]["chips_sha256"] == sha256_file(work / "local chips" / "chips.npz")
+    assert ft["n_local"] == 36 and ft["replay"]["pool"] > 0 and [m["member"] for m in ft["members"]] == base.card.members
+    assert card.training["init"]["checksums"] == base.card.checksums
+    # figures on the base's validation split (chips in neither training set) and on the local chips
+    val = card.metrics["val"]
+    replay = load_chips(work / "replay chips")
+    split = make_split(replay, 0.15, 0)
+    assert val["n"] == len(split.val) and 0 < val["ap"] <= 1
+    ev = card.metrics["local_eval"]["held out chips"]
+    assert ev["n"] == 16 and ev["finetuned"]["n_pos"] == 8 and 0 <= ev["finetuned"]["ap"] <= 1 and 0 <= ev["base"]["ap"] <= 1
+    assert card.metrics["holdouts"] == {}
+
+    # detect again on the demo: scores change, the fast path equals patch by patch
+    img = load_demo().imagery
+    import rasterio
+
+    from minewatch.bands import Rendering
+
+    with rasterio.open(img) as src:
+        x = Rendering().apply(np.moveaxis(src.read(), 0, -1))
+    fast, slow = pkg.score_tile(x, fast=True), pkg.score_tile(x, fast=False)
+    np.testing.assert_allclose(fast, slow, atol=2e-5)
+    before = base.score_tile(x, fast=True)
+    assert fast.shape == before.shape == (2, 31, 31)
+    assert np.abs(fast - before).max() > 1e-3  # the weights moved
+    r = run.invoke(cli, ["detect", "--model", "adapted model", "--imagery", str(img), "--out", "detect again", "--scheduler", "synchronous", "--quiet"])
+    assert r.exit_code == 0, r.output
+    patches = gpd.read_parquet(work / "detect again" / "patches.parquet")
+    assert {"score_s2d", "score_fcn"} <= set(patches.columns) and len(patches) > 0
+    assert verify_run(work / "detect again") == []
+    # and it is a normal package for `models ensemble`
+    r = run.invoke(cli, ["models", "ensemble", "adapted model", "default", "--out", "both"])
+    assert r.exit_code == 0, r.output
+    assert load_package(work / "both").card.members == ["adapted_model.s2d", "adapted_model.fcn", "default.s2d", "default.fcn"]
+
+
+def test_rebuilt_members_equal_the_shipped_graphs(real_chips: ChipSet) -> None:
+    from minewatch.train.finetune import rebuild_members
+    from minewatch.train.export import torch_patch_logits
+
+    pkg = load_package("default")
+    x = real_chips.pixels[:: max(1, len(real_chips) // 96)][:96].astype(np.float32)
+    members = rebuild_members(pkg, x[:32])
+    assert [m.arch for m in members] == ["mwnet-s2d", "mwnet"]
+    ref = pkg.logits(x)
+    for k, m in enumerate(members):
+        np.testing.assert_allclose(torch_patch_logits(m.model, x)[:, 0], ref[:, k], atol=1e-4)
+
+
+def test_review_input_errors_are_one_line(tmp_path: Path) -> None:
+    demo = load_demo()
+    bad = tmp_path / "review.csv"
+    bad.write_text("sample,lon,lat,label\n1,-56.9,-6.44,maybe\n")
+    r = CliRunner().invoke(cli, ["chips", "--points", str(bad), "--imagery", str(demo.imagery), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "line 2" in r.output and "maybe" in r.output and not (tmp_path / "o" / "chips.npz").exists()
+    far = tmp_path / "far.csv"
+    far.write_text("sample,lon,lat,label\n1,10.0,45.0,yes\n")
+    r = CliRunner().invoke(cli, ["chips", "--points", str(far), "--imagery", str(demo.imagery), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "valid pixels" in r.output
+    r = CliRunner().invoke(cli, ["chips", "--points", str(far), "--imagery", str(demo.imagery), "--start", "2024-01-01", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--start" in r.output
+    gj = tmp_path / "review.geojson"
+    gj.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"detection_id": "a", "label": "yes"}, "geometry": {"type": "Point", "coordinates": [-56.9, -6.44]}},
+        {"type": "Feature", "properties": {"detection_id": "b", "label": "skip"}, "geometry": {"type": "Point", "coordinates": [-56.9, -6.44]}},
+    ]}))  # fmt: skip
+    r = CliRunner().invoke(cli, ["chips", "--points", str(gj), "--imagery", str(demo.imagery), "--out", str(tmp_path / "g")])
+    assert r.exit_code == 0, r.output
+    c = load_chips(tmp_path / "g")
+    assert len(c) == 1 and list(c.meta["patch_id"]) == ["a"] and c.labels[0] == 1
+
+
+def test_finetune_refuses_a_model_it_cannot_rebuild(tmp_path: Path, real_chips: ChipSet) -> None:
+    save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")
+    r = CliRunner().invoke(cli, ["train", "--init", str(tmp_path / "nowhere"), "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "model not found" in r.output
+    r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--init" in r.output
