@@ -110,7 +110,8 @@ def test_composite_and_chips_accept_a_relative_out(work: Path) -> None:
 
 def test_relative_imagery_works_where_workers_run_elsewhere(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A relative --imagery failed every tile on a Dask cluster: workers do not share the working directory."""
-    assert composite("my roi.geojson", "comp out").exit_code == 0
+    (work / "my imagery").mkdir()
+    shutil.copy(package_data_dir() / "demo" / "demo_l1c_2024.tif", work / "my imagery" / "demo 2024.tif")
     import minewatch.detect.engine as engine
 
     real = engine.detect_tile
@@ -119,38 +120,39 @@ def test_relative_imagery_works_where_workers_run_elsewhere(work: Path, monkeypa
 
     def on_a_worker(*a, **k):  # noqa: ANN002, ANN003, ANN202
         here = os.getcwd()
-        os.chdir(elsewhere)
+        os.chdir(elsewhere)  # what a worker on another machine (or started elsewhere) sees
         try:
             return real(*a, **k)
         finally:
             os.chdir(here)
 
     monkeypatch.setattr(engine, "detect_tile", on_a_worker)
-    r = mw("detect", "--imagery", "comp out", "--out", "det out", "--model", "default", "--scheduler", "synchronous", "--quiet", "--level", "l2a")
-    assert r.exit_code == 0, r.output
-    m = load_manifest(work / "det out")
-    assert all(e["status"] == "done" for e in m["tiles"].values()) and len(m["tiles"]) == 2
-    assert Path(m["inputs"]["imagery"]["path"]).is_absolute()
+    for imagery, out in (("my imagery", "det folder"), ("my imagery/demo 2024.tif", "det file")):
+        r = mw("detect", "--imagery", imagery, "--out", out, "--scheduler", "synchronous", "--quiet")
+        assert r.exit_code == 0, r.output
+        m = load_manifest(work / out)
+        assert len(m["tiles"]) == 4 and all(e["status"] == "done" for e in m["tiles"].values()), m["tiles"]
+        assert Path(m["inputs"]["imagery"]["path"]).is_absolute()
 
 
 def test_a_tile_without_scenes_is_a_final_empty_state(work: Path) -> None:
     """The first run said 'rerun to retry'; the rerun then exited 2 ('no scenes over any tile still to do')."""
-    r = composite("roi with far tile.geojson", "comp far")
+    r = composite("roi with far tile.geojson", str(work / "comp far"))
     assert r.exit_code == 0, r.output
     assert "2 tiles done, 0 failed, 0 pending, 1 empty" in r.output
     m = load_manifest(work / "comp far")
     assert m["tiles"][FAR.id]["status"] == "empty" and "no Sentinel-2" in m["tiles"][FAR.id]["error"]
     assert m["status"] == "complete" and verify_run(work / "comp far") == []
-    r = composite("roi with far tile.geojson", "comp far")
+    r = composite("roi with far tile.geojson", str(work / "comp far"))
     assert r.exit_code == 0, r.output
     assert "3 tile(s) already finished" in r.output
 
 
 def test_a_point_outside_the_imagery_is_recorded_not_retried_forever(work: Path) -> None:
-    r = chips("points far.geojson", "chips far")
+    r = chips("points far.geojson", str(work / "chips far"))
     assert r.exit_code == 0, r.output
     assert "1 chip(s) (1 labelled 1)" in r.output and "without imagery" in r.output
-    r = chips("points far.geojson", "chips far")
+    r = chips("points far.geojson", str(work / "chips far"))
     assert r.exit_code == 0, r.output
     assert verify_run(work / "chips far") == []
 

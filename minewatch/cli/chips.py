@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 
-
 CHIP_FILES = ("chips.npz", "chips.csv", "bands.json")
 """What a chip dataset holds (an input there under one of these names is refused)."""
 
@@ -92,3 +91,12 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
         )  # fmt: skip
     chips = load_chips(out_dir)
     click.echo(f"{out_dir}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")
+
+
+def _imagery_bands(text: str | None) -> list[str] | None:
+    from minewatch.cli.options import model_bands
+
+    mb = model_bands(text)
+    if mb is not None:
+        return list(mb)
+    return [b.strip() for b in text.split(",") if b.strip()] if text else None

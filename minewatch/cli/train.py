@@ -147,8 +147,14 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
                 raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
     d = FinetuneConfig()
     cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads)
-    out = finetune_package(init, local, out_dir, cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
-                           name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
+    from minewatch.runs import DirectRun, abs_local, abs_path
+
+    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name}
+    inputs = {"init": abs_local(init), "chips": [abs_path(c) for c in chips_dirs], "replay": abs_path(replay) if replay else None,
+              "eval_chips": [abs_path(e) for e in eval_chips]}  # fmt: skip
+    with DirectRun(abs_path(out_dir), "train", params, inputs) as run:
+        out = finetune_package(init, local, str(run.target), cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
+                               name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
     card = load_package(out).card
     ft = card.training["finetune"]
     v = card.metrics.get("val")
