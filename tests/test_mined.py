@@ -268,3 +268,28 @@ def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path
     assert f"{mined:,.0f} ha" in page
     html_map = (work / "demo run" / "map.html").read_text(encoding="utf-8")
     assert '"areaLabel": "Mined area (estimate)"' in html_map or '"areaLabel":"Mined area (estimate)"' in html_map
+
+
+def test_readers_say_when_layers_mix_estimates_and_footprints(tmp_path: Path) -> None:
+    """An older minewatch layer (footprint only) beside a current one: timeline says the estimate is
+    mixed, impacts falls back to footprints and says why; neither passes a footprint off as mined."""
+    from shapely.geometry import box
+
+    old = gpd.GeoDataFrame({"period": ["2023"], "area_ha": [40.0]}, geometry=[box(-55, -5, -54.99, -4.99)], crs=4326)
+    new = gpd.GeoDataFrame({"period": ["2024"], "area_ha": [40.0], "footprint_ha": [40.0], "mined_ha": [6.0]},
+                           geometry=[box(-54.98, -5, -54.97, -4.99)], crs=4326)  # fmt: skip
+    zones = gpd.GeoDataFrame({"zid": ["A"]}, geometry=[box(-55.1, -5.1, -54.9, -4.9)], crs=4326)
+    old.to_parquet(tmp_path / "old layer.parquet")
+    new.to_parquet(tmp_path / "new layer.parquet")
+    zones.to_file(tmp_path / "zones.geojson")
+    r = _mw("timeline", "old layer.parquet", "new layer.parquet", "--out", "tl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "estimated = mixed, per layer: 'area_ha', 'mined_ha'" in r.stdout
+    r = _mw("impacts", "old layer.parquet", "new layer.parquet", "--zones", "zones.geojson", "--id-field", "zid", "--out", "imp", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "measure: footprint (whole patches; not every layer carries a mined-area field)" in r.stdout
+    r = _mw("impacts", "new layer.parquet", "--zones", "zones.geojson", "--id-field", "zid", "--out", "imp2", cwd=tmp_path)
+    assert "apportioned 'mined_ha'" in r.stdout
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "imp2" / "impacts.csv")["apportioned_ha"].sum() == pytest.approx(6.0)

@@ -606,7 +606,7 @@ def write_geojson_fast(gdf: gpd.GeoDataFrame, target: Path, meta: dict[str, obje
     from minewatch.postprocess.io import _json_default
 
     gdf = gdf.to_crs(4326) if gdf.crs is not None and not gdf.crs.equals("EPSG:4326") else gdf
-    geoms = shapely.set_precision(gdf.geometry.to_numpy(), 10.0**-precision) if len(gdf) else np.zeros(0, dtype=object)
+    geoms = shapely.transform(gdf.geometry.to_numpy(), lambda c: np.round(c, precision)) if len(gdf) else np.zeros(0, dtype=object)
     gj = shapely.to_geojson(geoms) if len(gdf) else np.zeros(0, dtype=object)
     props = pd.DataFrame(gdf.drop(columns=gdf.geometry.name)).to_json(orient="records", lines=True, double_precision=10) if len(gdf) else ""
     lines = props.splitlines() if props else []
