@@ -126,9 +126,9 @@ def command(
               "seed": seed, "split_seed": split_seed, "val_fraction": val_fraction, "atmosphere_p": atmosphere_p, "ema": ema,
               "tta": tta, "holdout_source": list(holdout_source), "name": name}  # fmt: skip
     inputs = {"chips": abs_path(chips_dir), "holdout_region": [abs_path(r) for r in holdout_region]}
-    if not quiet:
-        click.echo(f"training on {device_description(dev, threads)}", err=True)
     with DirectRun(out_dir, "train", params, inputs) as run:  # resumes from the checkpoint a killed run left
+        if not quiet:
+            click.echo(f"training on {device_description(dev, threads)}", err=True)
         out = train_package(chips, cfg, str(run.target), list(holdout_region), list(holdout_source), progress=not quiet, name=name)
     from minewatch.models.package import load_package
 
