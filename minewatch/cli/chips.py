@@ -18,7 +18,7 @@ import click
 @click.option("--source", default=None, help="earth-search (default) | planetary-computer | a STAC API URL | a local catalog.json.")
 @click.option("--start", default=None, help="First day of the compositing window, YYYY-MM-DD (not with --imagery).")
 @click.option("--end", default=None, help="Last day of the compositing window, YYYY-MM-DD (not with --imagery).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
 @click.option("--bands", default=None, help="Comma-separated bands in channel order, or model:NAME for the bands model NAME scores [default: model:default; with --imagery: B4,B3,B2 if present, else all].")
 @click.option("--size", type=int, default=48, show_default=True, help="Chip size in pixels.")
 @click.option("--level", type=click.Choice(["l2a", "l1c"], case_sensitive=False), default="l2a", show_default=True)

@@ -15,7 +15,7 @@ def command() -> None:
 
 @command.command("import-keras")
 @click.argument("h5_file", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model package folder to write.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model package folder to write.")
 @click.option("--name", default=None, help="Model name in the card (default: patch size and version from the file name).")
 @click.option("--bands", default=None, help="Input bands, comma-separated, in channel order (default: the upstream order for the channel count).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Operating threshold (default: from the config log beside the file, else 0.5).")
@@ -86,7 +86,7 @@ def show_cmd(model: str, as_json: bool) -> None:
 
 @command.command("ensemble")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Ensemble package folder to write.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Ensemble package folder to write.")
 @click.option("--name", default=None, help="Model name in the card (default: the folder name).")
 @click.option("--member-names", default=None, help="Comma-separated names of the members' score columns (default: the packages' names).")
 @click.option("--chips", "chips_dir", type=click.Path(path_type=Path), default=None, help="Calibrate: set the threshold and measure the card's figures on this chip set's validation split.")

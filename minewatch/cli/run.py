@@ -15,7 +15,7 @@ from minewatch.cli.options import level_option
 @click.option("--roi", "roi_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Region of interest (GeoJSON in WGS84, or any vector file with a CRS).")
 @click.option("--period", default=None, help="Year or quarter to composite and label, e.g. 2024 or 2024Q3.")
 @click.option("--imagery", type=click.Path(path_type=Path), default=None, help="Existing composites (COG, folder, STAC JSON) instead of compositing.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output run folder [default: ./minewatch-demo with --demo, else required].")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output run folder [default: ./minewatch-demo with --demo, else required].")
 @click.option("--model", "models", multiple=True, default=("default",), show_default=True, help="Model package folder or shipped name; repeat for an ensemble.")
 @click.option("--source", default="earth-search", show_default=True, help="STAC source for compositing: earth-search | planetary-computer | a STAC API URL | a local catalog.")
 @level_option(default=None, extra_help="[default: l2a, no account needed; l1c only for a model that needs B10]")

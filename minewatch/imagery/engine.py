@@ -168,7 +168,8 @@ def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 5
         raise ValueError(f"unknown reader {reader!r} (one of {', '.join(READERS)})")
     if tile_threads is None:  # on a cluster's worker: its cores shared by the tasks it runs at once
         tile_threads = _worker_share()
-    configure_reader(source)
+    if reader == "odc":
+        configure_reader(source)  # odc-stac's GDAL settings (the direct reader opens files in load.reader_env)
     if reader == "direct":
         fn = lambda: direct_composite(plan, source, tile_threads)  # noqa: E731
     else:

@@ -89,7 +89,7 @@ def score_chips(pkg: ModelPackage, chips: ChipSet, rerender: bool = False, batch
     plan = check_inputs(pkg, chips, rerender)
     out = []
     n_batches = math.ceil(len(chips) / batch_size)
-    for x in tqdm(_batches(pkg, chips, plan, batch_size), total=n_batches, desc="scoring", unit="batch", disable=not progress, mininterval=1.0, leave=False):
+    for x in tqdm(_batches(pkg, chips, plan, batch_size), total=n_batches, desc="scoring", unit="batch", disable=None if progress else True, mininterval=1.0, leave=False):
         out.append(pkg.score_patches(x, batch_size))
     if not out:
         return np.zeros((0, len(pkg.card.members)), np.float32)
@@ -293,6 +293,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"model   {mdl['name']}  ({len(mdl['members'])} member{'s' if len(mdl['members']) > 1 else ''}, bands {','.join(mdl['bands'])}, {mdl['patch_px']} px)",
         f"chips   {result['chips']['path']}  n={ov['n']}  mines={ov['n_pos']}",
     ]
+    if mdl.get("execution_provider"):
+        lines.append(f"scoring ONNX Runtime on {mdl['execution_provider']}")
     if result["chips"].get("which"):
         lines.append(f"        {result['chips']['which']}")
     if result["input"]["crop_offset_px"]:
