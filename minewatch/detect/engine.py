@@ -585,7 +585,7 @@ def run_detect(
         inputs["roi"] = roi_file
     params = {**request.params(), "models": [p.card.name for p in scorer.packages]}
     result = DetectResult(out, plan)
-    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh) as run:
+    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh, writes=(TILES_DIR, PATCHES, PATCHES_GEOJSON, SUMMARY)) as run:
         ids = plan.tile_ids
         run.plan(ids)
         todo_ids = set(run.todo(ids))
