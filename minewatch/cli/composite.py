@@ -55,6 +55,9 @@ def command(roi_path: Path, start: str, end: str, out_dir: Path, source: str, le
 
     from minewatch.imagery.sources import default_level
 
+    from minewatch.runs import abs_local, abs_path
+
+    roi_path, out_dir, source = abs_path(roi_path), abs_path(out_dir), abs_local(source) or source  # the CLI edge: no path depends on the working directory below
     lvl = level.upper() if level else default_level(source)[0]
     d0, d1 = check_window(start, end, tile_px)
     if resolution <= 0:

@@ -53,6 +53,11 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
         period = parse_period(period, "--period").label
 
+    from minewatch.runs import abs_local, abs_path
+
+    # the CLI edge: workers on a cluster run elsewhere, so nothing below may depend on the working directory
+    imagery, out_dir = Path(abs_local(imagery) or imagery), abs_path(out_dir)
+    models = tuple(abs_local(m) or m for m in models)
     band_names = parse_band_names(bands)
     tile_px = auto_tile_px(tile_px, imagery, models, band_names, log=lambda s: click.echo(s, err=True))
     req = DetectRequest(

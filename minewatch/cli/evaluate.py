@@ -61,6 +61,11 @@ def command(
     result["model"]["execution_provider"] = pkg.execution_provider
     result["chips"]["path"] = str(chips_dir)
     if plots_dir is not None:
-        out = write_pr_curve(result, plots_dir / f"pr_curve_{pkg.card.name}_{chips_dir.resolve().name}.png")
-        result["plots"] = [str(out)]
+        from minewatch.runs import UnitRun, abs_path
+
+        target = abs_path(plots_dir) / f"pr_curve_{pkg.card.name}_{chips_dir.resolve().name}.png"
+        params = {"model": pkg.card.name, "threshold": threshold, "rerender": rerender}
+        with UnitRun(target, "evaluate", params, {"chips": abs_path(chips_dir), "model": str(pkg.path.resolve())}, layout="file") as run:
+            write_pr_curve(result, run.stage(target))
+        result["plots"] = [str(target)]
     click.echo(to_json(result) if as_json else format_report(result))

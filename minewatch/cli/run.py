@@ -51,6 +51,13 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
         period = parse_period(period, "--period").label
 
+    from minewatch.runs import abs_local, abs_path
+
+    roi_file = abs_path(roi_file) if roi_file is not None else None
+    imagery = Path(abs_local(imagery) or imagery) if imagery is not None else None
+    out_dir = abs_path(out_dir) if out_dir is not None else None
+    models = tuple(abs_local(m) or m for m in models)
+    source = abs_local(source) or source
     if roi_file is None and imagery is None:
         demo = True
     if demo and roi_file is not None:
@@ -58,7 +65,7 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     if out_dir is None:
         if not demo:
             raise MinewatchError("--out", "give an output folder")
-        out_dir = Path("minewatch-demo")
+        out_dir = abs_path("minewatch-demo")
     req = ChainRequest(
         models=tuple(models), roi_file=str(roi_file) if roi_file else None, period=period, imagery=str(imagery) if imagery else None,
         demo=demo, source=source, level=level.upper() if level else None, min_score=min_score, min_valid=min_valid,

@@ -119,9 +119,17 @@ def command(
         augment=aug,
         tta=tta,
     )
-    if not quiet:
-        click.echo(f"training on {device_description(dev, threads)}", err=True)
-    out = train_package(chips, cfg, out_dir, list(holdout_region), list(holdout_source), progress=not quiet, name=name)
+    from minewatch.runs import DirectRun, abs_path
+
+    out_dir = str(abs_path(out_dir))
+    params = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "patience": patience,
+              "seed": seed, "split_seed": split_seed, "val_fraction": val_fraction, "atmosphere_p": atmosphere_p, "ema": ema,
+              "tta": tta, "holdout_source": list(holdout_source), "name": name}  # fmt: skip
+    inputs = {"chips": abs_path(chips_dir), "holdout_region": [abs_path(r) for r in holdout_region]}
+    with DirectRun(out_dir, "train", params, inputs) as run:  # resumes from the checkpoint a killed run left
+        if not quiet:
+            click.echo(f"training on {device_description(dev, threads)}", err=True)
+        out = train_package(chips, cfg, str(run.target), list(holdout_region), list(holdout_source), progress=not quiet, name=name)
     from minewatch.models.package import load_package
 
     card = load_package(out).card
@@ -152,8 +160,14 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
                 raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
     d = FinetuneConfig()
     cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads)
-    out = finetune_package(init, local, out_dir, cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
-                           name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
+    from minewatch.runs import DirectRun, abs_local, abs_path
+
+    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name}
+    inputs = {"init": abs_local(init), "chips": [abs_path(c) for c in chips_dirs], "replay": abs_path(replay) if replay else None,
+              "eval_chips": [abs_path(e) for e in eval_chips]}  # fmt: skip
+    with DirectRun(abs_path(out_dir), "train", params, inputs) as run:
+        out = finetune_package(init, local, str(run.target), cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
+                               name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
     card = load_package(out).card
     ft = card.training["finetune"]
     v = card.metrics.get("val")

@@ -252,7 +252,7 @@ def run_chain(
         inputs["roi"] = roi_file
     if imagery:
         inputs["imagery"] = imagery
-    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh) as run:
+    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh, writes=("composite", "detect", "postprocess", MAP_FILE, SUMMARY)) as run:
         # 1. imagery
         if imagery is None:
             imagery = _composite(req, roi, period, scorer, out / "composite", scheduler, workers, progress, fresh, argv, say, res)  # type: ignore[arg-type]
