@@ -47,10 +47,13 @@ def test_alerts_all_formats_and_byte_identical_reruns(work: Path) -> None:
     r2 = _cli([*args, "--out", "alerts two"], work)
     assert r2.returncode == 0, r2.stderr
     one, two = work / "alerts one", work / "alerts two"
-    names = sorted(p.name for p in one.iterdir())
-    assert names == sorted(p.name for p in two.iterdir())
-    for n in names:  # the same command twice: the same bytes, GeoPackage included
+    from minewatch.cli.alerts import WRITES
+
+    names = sorted(p.name for p in one.iterdir() if not p.name.startswith(".") and p.name != "manifest.json")
+    assert names == sorted(WRITES) == sorted(p.name for p in two.iterdir() if not p.name.startswith(".") and p.name != "manifest.json")
+    for n in names:  # the same command twice: the same bytes, GeoPackage included (the run manifest records times)
         assert (one / n).read_bytes() == (two / n).read_bytes(), n
+    assert _cli(["verify", "alerts one"], work).returncode == 0
 
     gj = json.loads((one / "alerts.geojson").read_text())
     feats = gj["features"]
