@@ -12,6 +12,7 @@ whole raster at once.
 
 from __future__ import annotations
 
+import json
 
 import geopandas as gpd
 import numpy as np
@@ -47,7 +48,7 @@ def e2e(real_chips, tmp_path_factory: pytest.TempPathFactory) -> dict:  # noqa: 
     img = write_mosaic(d / "mosaic.tif", chip_mosaic(real_chips.pixels, layout), ANCHOR, ROW0, COL0, cog=False)
     out = d / "det"
     r = CliRunner().invoke(cli, ["detect", "--model", "default", "--imagery", str(img), "--out", str(out), "--period", "2024",
-                                 "--min-score", "0", "--scheduler", "synchronous", "--quiet"])  # fmt: skip
+                                 "--min-score", "0", "--scheduler", "synchronous", "--precision", "fp32", "--quiet"])  # fmt: skip
     assert r.exit_code == 0, r.output
     pkg = load_package("default")
     return {"layout": layout, "img": img, "out": out, "rows": gpd.read_parquet(out / "patches.parquet"), "pkg": pkg,
@@ -121,7 +122,7 @@ def test_fast_path_equals_per_patch_on_real_data(e2e: dict) -> None:
     # through the engine: forced fast vs forced per-patch, every tile
     got = {}
     for flag in (True, False):
-        req = DetectRequest(models=("default",), period="2024", min_score=0.0, fast=flag)
+        req = DetectRequest(models=("default",), period="2024", min_score=0.0, fast=flag, precision="fp32")
         res = run_detect(e2e["img"], req, e2e["dir"] / f"engine_{flag}", scheduler="synchronous", progress=False)
         assert set(res.totals["tiles_by_path"]) <= {"fcn" if flag else "patch", "none"}
         got[flag] = gpd.read_parquet(e2e["dir"] / f"engine_{flag}" / "patches.parquet")
@@ -143,3 +144,24 @@ def test_tiles_give_the_scores_of_the_whole_raster(e2e: dict) -> None:
     assert np.abs(rows["score"].to_numpy() - big[i, j]).max() < 1e-4
     for k, m in enumerate(pkg.card.members):  # and each member's own column
         assert np.abs(rows[f"score_{m}"].to_numpy() - members[k][i, j]).max() < 1e-4
+
+
+def test_default_int8_scoring_keeps_chip_level_quality(e2e: dict) -> None:
+    """``detect`` defaults to the int8 tile graph (docs/models.md): on the same real mosaic its scores
+    stay close to fp32 and separate mines from forest as well, at the card's threshold."""
+    out = e2e["dir"] / "det_int8"
+    r = CliRunner().invoke(cli, ["detect", "--model", "default", "--imagery", str(e2e["img"]), "--out", str(out), "--period", "2024",
+                                 "--min-score", "0", "--scheduler", "synchronous", "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "summary.json").read_text())["parameters"]["precision"] == "int8"
+    q, f = gpd.read_parquet(out / "patches.parquet"), e2e["rows"]
+    assert (q[["tile", "row", "col"]].to_numpy() == f[["tile", "row", "col"]].to_numpy()).all()
+    d = np.abs(q["score"].to_numpy() - f["score"].to_numpy())
+    assert 0 < d.mean() < 0.02 and d.max() < 0.35  # int8 really ran, and stayed close
+    chip_idx, a8 = _aligned({**e2e, "rows": q})
+    _, a32 = _aligned(e2e)
+    y, t = e2e["labels"][chip_idx] == 1, e2e["pkg"].card.threshold
+    s8, s32 = a8["score"].to_numpy(), a32["score"].to_numpy()
+    sens, sens32 = (s8[y] >= t).mean(), (s32[y] >= t).mean()
+    spec, spec32 = (s8[~y] < t).mean(), (s32[~y] < t).mean()
+    assert abs(sens - sens32) <= 0.03 and abs(spec - spec32) <= 0.01, (sens, sens32, spec, spec32)

@@ -209,9 +209,11 @@ def test_default_rule_is_the_calibrated_one() -> None:
     assert 0 < cal["total_interval90"][0] < cal["total_interval90"][1]
 
 
-def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path: Path) -> None:
+def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path: Path, shared_data: Path) -> None:
     """``minewatch run --demo`` then timeline, impacts and report, as typed in a folder with spaces:
-    every reader uses ``mined_ha`` unasked and says so; the footprint is labelled a footprint."""
+    every reader uses ``mined_ha`` unasked and says so; the footprint is labelled a footprint. The
+    cell fractions detect wrote for the demo's real mine chips are the ones the calibration computes
+    on the same chips (so the calibration applies to what the pipeline measures)."""
     import json
 
     import pandas as pd
@@ -228,6 +230,22 @@ def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path
     assert poly["mined_ha"].notna().all() and (poly["mined_ha"] < poly["footprint_ha"]).all()
     assert (poly["area_ha"] == poly["footprint_ha"]).all()
     mined, fp = poly["mined_ha"].sum(), poly["footprint_ha"].sum()
+
+    from minewatch.grid import Tile
+
+    truth = gpd.read_file(package_data_dir() / "demo" / "truth.geojson")
+    rgb = np.load(shared_data / "s2_rgb_chips" / "chips.npz")["rgb"]
+    rows = gpd.read_parquet(work / "demo run" / "detect" / "patches.parquet").set_index(["tile", "row", "col"])
+    pairs = []
+    for cell in truth[truth["truth"] == "mine"].itertuples():
+        t = Tile.from_id(cell.tile)
+        t = Tile(t.zone, t.ix + cell.col_px // t.tile_px, t.iy - cell.row_px // t.tile_px)
+        key = (t.id, cell.row_px % t.tile_px, cell.col_px % t.tile_px)
+        if key in rows.index:
+            chip_dn = rgb[int(cell.chip)].astype(np.float32) / 255 * 3000  # as scripts/calibrate_mined.py
+            pairs.append((float(rows.loc[key, list(QUARTER_COLUMNS)].mean()), float(scar_pixels(chip_dn, BANDS).mean())))
+    got, want = np.array(pairs).T
+    assert len(pairs) >= 30 and np.abs(got - want).max() < 0.01
 
     r = _mw("timeline", "demo run/postprocess/mining.parquet", "--out", "time line", cwd=work)
     assert r.returncode == 0, r.stderr
@@ -250,3 +268,28 @@ def test_demo_chain_reports_mined_area_by_default_and_labels_footprints(tmp_path
     assert f"{mined:,.0f} ha" in page
     html_map = (work / "demo run" / "map.html").read_text(encoding="utf-8")
     assert '"areaLabel": "Mined area (estimate)"' in html_map or '"areaLabel":"Mined area (estimate)"' in html_map
+
+
+def test_readers_say_when_layers_mix_estimates_and_footprints(tmp_path: Path) -> None:
+    """An older minewatch layer (footprint only) beside a current one: timeline says the estimate is
+    mixed, impacts falls back to footprints and says why; neither passes a footprint off as mined."""
+    from shapely.geometry import box
+
+    old = gpd.GeoDataFrame({"period": ["2023"], "area_ha": [40.0]}, geometry=[box(-55, -5, -54.99, -4.99)], crs=4326)
+    new = gpd.GeoDataFrame({"period": ["2024"], "area_ha": [40.0], "footprint_ha": [40.0], "mined_ha": [6.0]},
+                           geometry=[box(-54.98, -5, -54.97, -4.99)], crs=4326)  # fmt: skip
+    zones = gpd.GeoDataFrame({"zid": ["A"]}, geometry=[box(-55.1, -5.1, -54.9, -4.9)], crs=4326)
+    old.to_parquet(tmp_path / "old layer.parquet")
+    new.to_parquet(tmp_path / "new layer.parquet")
+    zones.to_file(tmp_path / "zones.geojson")
+    r = _mw("timeline", "old layer.parquet", "new layer.parquet", "--out", "tl", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "estimated = mixed, per layer: 'area_ha', 'mined_ha'" in r.stdout
+    r = _mw("impacts", "old layer.parquet", "new layer.parquet", "--zones", "zones.geojson", "--id-field", "zid", "--out", "imp", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "measure: footprint (whole patches; not every layer carries a mined-area field)" in r.stdout
+    r = _mw("impacts", "new layer.parquet", "--zones", "zones.geojson", "--id-field", "zid", "--out", "imp2", cwd=tmp_path)
+    assert "apportioned 'mined_ha'" in r.stdout
+    import pandas as pd
+
+    assert pd.read_csv(tmp_path / "imp2" / "impacts.csv")["apportioned_ha"].sum() == pytest.approx(6.0)

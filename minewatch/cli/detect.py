@@ -13,7 +13,7 @@ import click
               help="Model package folder or shipped name; repeat for a run-time ensemble (scores averaged, each kept).")
 @click.option("--imagery", required=True, type=click.Path(path_type=Path),
               help="A GeoTIFF/COG, a folder of them (or a composite run folder), or a STAC Item/ItemCollection/Collection JSON.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
 @click.option("--period", default=None, help="Period label for the rows, e.g. 2024 or 2024Q3 [default: from the imagery's dates].")
 @click.option("--min-score", type=float, default=0.4, show_default=True, help="Do not write patches scoring below this (they are still counted).")
 @click.option("--min-valid", type=float, default=0.8, show_default=True, help="Skip patches with a smaller fraction of valid pixels (nodata, no clear observation).")
@@ -25,12 +25,14 @@ import click
 @click.option("--tile-px", type=int, default=None, help="Tile size in pixels, a multiple of 24 [default: the composites' tile size, else 1008].")
 @click.option("--level", type=click.Choice(["l1c", "l2a"], case_sensitive=False), default=None, help="Processing level of imagery that does not state one.")
 @click.option("--bands", "bands", default=None, help="Band names of GeoTIFFs that do not name their own, in file order, e.g. B4,B3,B2.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "int8"], case_sensitive=False), default="auto", show_default=True,
+              help="Scoring arithmetic: auto uses a model's int8 graphs where its card shows validation AP within 0.005 of fp32 (docs/models.md), else fp32.")
 @click.option("--masks", is_flag=True, help="Also write OUT/masks/<tile>.tif: the mined-pixel mask (uint8 COG: 1 scar inside a written patch, 2 scar elsewhere, 0 not scar, 255 no data).")
 @click.option("--overwrite", is_flag=True, help="Start over: delete a previous run's outputs in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str | None, min_score: float, min_valid: float,
             geojson: bool, workers: int | None, scheduler: str | None, memory_limit: str, no_fast: bool, tile_px: int | None,
-            level: str | None, bands: str | None, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
+            level: str | None, bands: str | None, precision: str, masks: bool, overwrite: bool, quiet: bool) -> None:  # fmt: skip
     """Score every patch of IMAGERY and write patch scores (GeoParquet, WGS84) to OUT.
 
     Patches are 48 px squares on a 24 px lattice aligned to the global tile grid; each tile is read
@@ -51,17 +53,25 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
         period = parse_period(period, "--period").label
 
+    from minewatch.runs import abs_local, abs_path
+
+    # the CLI edge: workers on a cluster run elsewhere, so nothing below may depend on the working directory
+    imagery, out_dir = Path(abs_local(imagery) or imagery), abs_path(out_dir)
+    models = tuple(abs_local(m) or m for m in models)
     band_names = parse_band_names(bands)
     tile_px = auto_tile_px(tile_px, imagery, models, band_names, log=lambda s: click.echo(s, err=True))
     req = DetectRequest(
         models=tuple(models), period=period or "", min_score=min_score, min_valid=min_valid,
-        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None, bands=band_names, masks=masks,
+        fast=False if no_fast else None, tile_px=tile_px, level=level.upper() if level else None, bands=band_names, precision=precision.lower(), masks=masks,
     )  # fmt: skip
     res = run_detect(
         imagery, req, out_dir, geojson=geojson, scheduler=scheduler, workers=workers, memory_limit=memory_limit,
         progress=not quiet, fresh=overwrite, argv=sys.argv, log=lambda s: click.echo(s, err=True),
     )  # fmt: skip
     t = res.totals
+    from minewatch.models.package import load_package
+
+    click.echo(f"scored with ONNX Runtime on {load_package(models[0] if models else 'default').execution_provider}", err=True)
     click.echo(
         f"{out_dir}: {res.summary}; {t['scored']:,} patches scored, {t['skipped_nodata'] + t['skipped_low_valid']:,} skipped "
         f"(no data or < {min_valid:g} valid), {t['written']:,} written (score ≥ {min_score:g}) to {out_dir / 'patches.parquet'}"

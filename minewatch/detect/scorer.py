@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,36 @@ from minewatch.errors import MinewatchError
 from minewatch.models.package import ModelCard, ModelPackage, load_package, resolve_package_path
 
 
-class ThreadedPackage(ModelPackage):
-    """A :class:`ModelPackage` whose ONNX Runtime sessions use ``threads`` intra-op threads."""
+PRECISIONS = ("auto", "fp32", "int8")
 
-    def __init__(self, path: Path, card: ModelCard, threads: int | None = None) -> None:
+
+class ThreadedPackage(ModelPackage):
+    """A :class:`ModelPackage` whose ONNX Runtime sessions use ``threads`` intra-op threads, and
+    its int8 graphs (:mod:`minewatch.models.quantize`) when ``precision`` is ``int8``."""
+
+    def __init__(self, path: Path, card: ModelCard, threads: int | None = None, precision: str = "fp32") -> None:
         super().__init__(path, card)
         self.threads = threads
+        self.precision = precision
+        self._int8: dict[str, str] | None = None
+        if precision == "int8":
+            from minewatch.models.quantize import int8_graphs
+
+            self._int8 = int8_graphs(card) or _explicit_int8(path, card)
+
+    @cached_property
+    def patch_session(self) -> Any:
+        if self._int8 is None:
+            return super().patch_session
+        f = self.path / self._int8["patch"]
+        return self._check_graph(self._session(f), f)
+
+    @cached_property
+    def fcn_session(self) -> Any:
+        if self._int8 is None:
+            return super().fcn_session
+        f = self.path / self._int8["fcn"]
+        return self._check_graph(self._session(f), f)
 
     def _session(self, path: Path) -> Any:  # type: ignore[override]
         import onnxruntime as ort
@@ -43,23 +68,52 @@ class ThreadedPackage(ModelPackage):
             if self.threads < (os.cpu_count() or 1):
                 # sharing the machine with other workers: sleep instead of spinning between ops
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        from minewatch.models.package import ort_providers
+
         try:
-            return ort.InferenceSession(str(path), opts, providers=providers)
+            return ort.InferenceSession(str(path), opts, providers=ort_providers())
         except Exception as e:  # onnxruntime raises its own exception types
             raise MinewatchError(path, f"not a loadable ONNX graph ({str(e).splitlines()[0][:200]})") from None
 
 
-_CACHE: dict[tuple[str, int | None], ThreadedPackage] = {}
+def _explicit_int8(path: Path, card: ModelCard) -> dict[str, str]:
+    """int8 asked for by name: the graphs must exist and be current, even if the rule said fp32."""
+    q = (card.metrics or {}).get("quantized") or {}
+    made = q.get("made_from") or {}
+    if not q or any(card.checksums.get(k) != v for k, v in made.items()):
+        raise MinewatchError(path, "no current int8 graphs in this package (python -m minewatch.models.quantize PACKAGE CHIPS)")
+    return dict(q["graphs"])
 
 
-def load_scoring_package(name_or_path: str | Path, threads: int | None = None) -> ThreadedPackage:
-    """Load (once per process and thread count) a package for scoring."""
-    key = (str(resolve_package_path(name_or_path).resolve()), threads)
+def resolve_precision(card: ModelCard, precision: str = "auto") -> str:
+    """``auto`` → ``int8`` when the card's quantized graphs passed their quality rule and are
+    current (:func:`minewatch.models.quantize.int8_graphs`), else ``fp32``."""
+    from minewatch.models.quantize import int8_graphs
+
+    if precision not in PRECISIONS:
+        raise MinewatchError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "int8" if int8_graphs(card) else "fp32"
+    return precision
+
+
+_CACHE: dict[tuple[str, int | None, str], ThreadedPackage] = {}
+
+
+def load_scoring_package(name_or_path: str | Path, threads: int | None = None, precision: str = "auto") -> ThreadedPackage:
+    """Load (once per process, thread count and precision) a package for scoring."""
+    base_key = str(resolve_package_path(name_or_path).resolve())
+    base = None
+    if precision == "auto":
+        base = load_package(name_or_path)
+        precision = resolve_precision(base.card, precision)
+    elif precision not in PRECISIONS:
+        raise MinewatchError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    key = (base_key, threads, precision)
     pkg = _CACHE.get(key)
     if pkg is None:
-        base = load_package(name_or_path)
-        pkg = ThreadedPackage(base.path, base.card, threads)
+        base = base or load_package(name_or_path)
+        pkg = ThreadedPackage(base.path, base.card, threads, precision)
         _CACHE[key] = pkg
     return pkg
 
@@ -99,8 +153,13 @@ class Scorer:
                 )
 
     @classmethod
-    def load(cls, models: Sequence[str | Path], threads: int | None = None) -> Scorer:
-        return cls([load_scoring_package(m, threads) for m in models])
+    def load(cls, models: Sequence[str | Path], threads: int | None = None, precision: str = "auto") -> Scorer:
+        return cls([load_scoring_package(m, threads, precision) for m in models])
+
+    @property
+    def precisions(self) -> list[str]:
+        """Per package: ``int8`` (quantized graphs) or ``fp32``."""
+        return [getattr(p, "precision", "fp32") for p in self.packages]
 
     @property
     def patch_px(self) -> int:

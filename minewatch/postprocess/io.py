@@ -201,6 +201,7 @@ def read_layers(paths: Sequence[str | Path], area_field: str | None = "auto") ->
     gdf = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326)
     order = {p: i for i, p in enumerate(sort_periods(gdf["period"].tolist()))}
     gdf = gdf.iloc[np.argsort(gdf["period"].map(order).to_numpy(), kind="stable")].reset_index(drop=True)
+    gdf.attrs["area_fields"] = sorted(str(f) for f in fields)  # more than one: stated_ha mixes them, per layer
     gdf.attrs["area_field"] = fields.pop() if len(fields) == 1 else None
     return gdf
 

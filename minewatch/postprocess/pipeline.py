@@ -88,6 +88,8 @@ class TimelineResult:
     table: pd.DataFrame
     area_field: str | None = None
     """The per-polygon field behind the estimated columns (``mined_ha``, ``Mined area (ha)``, the footprint ``area_ha``, None)."""
+    area_fields: list[str] = field(default_factory=list)
+    """Every layer's field; more than one when the layers differ (then ``area_field`` is None)."""
 
 
 def run_timeline(layers: Sequence[str | Path], out_dir: str | Path, area_field: str | None = "auto",
@@ -95,10 +97,10 @@ def run_timeline(layers: Sequence[str | Path], out_dir: str | Path, area_field: 
     """``minewatch timeline``: writes ``new_mining.*``, ``cumulative.*`` and ``areas.csv`` in ``out_dir``."""
     layer = read_layers(layers, area_field=area_field)
     new, cum, table = timeline(layer, min_piece_ha=min_piece_ha)
-    meta = make_metadata("timeline", {"area_field": layer.attrs.get("area_field"), "min_piece_ha": min_piece_ha,
+    meta = make_metadata("timeline", {"area_field": layer.attrs.get("area_field"), "area_fields": layer.attrs.get("area_fields"), "min_piece_ha": min_piece_ha,
                                       "periods": table["period"].tolist()}, layers)
     out_dir = Path(out_dir)
     write_layer(new, out_dir, "new_mining", {**meta, "layer": "new mining per period (disjoint pieces)"})
     write_layer(cum, out_dir, "cumulative", {**meta, "layer": "dissolved union of all mining up to each period"})
     write_csv(table, out_dir / "areas.csv", {**meta, "table": "hectares per period (footprint: equal-area; area: stated estimate)"})
-    return TimelineResult(new, cum, table, layer.attrs.get("area_field"))
+    return TimelineResult(new, cum, table, layer.attrs.get("area_field"), list(layer.attrs.get("area_fields", [])))

@@ -232,7 +232,7 @@
   function detectionHtml(props, kind) {
     var h = "<div class='mw-pop-title'>" + esc(kind) + " · " + esc(periods[props.p]) + "</div><table class='mw-pop-table'>";
     h += "<tr><th>" + esc(D.areaLabel) + "</th><td>" + fmt.format(props.a) + " ha</td></tr>";
-    if (props.f !== undefined) h += "<tr><th>Outline area</th><td>" + fmt.format(props.f) + " ha</td></tr>";
+    if (props.f !== undefined) h += "<tr><th>Footprint (outline)</th><td>" + fmt.format(props.f) + " ha</td></tr>";
     h += "<tr><th>Score</th><td>" + (props.s === undefined || props.s === null ? "n/a" : Number(props.s).toFixed(3)) + "</td></tr>";
     h += "<tr><th>Period</th><td>" + esc(periods[props.p]) + "</td></tr>";
     return h + "</table>";
