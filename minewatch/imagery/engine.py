@@ -362,7 +362,7 @@ def run_composites(
     """Composite every tile into ``out_dir`` (see the module docstring). Resumable; returns counts."""
     from minewatch.runs import RunContext
 
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # the run records outputs relative to it: a relative --out would be joined twice
     say = log or (lambda s: None)
     source.check_access()
     params = {**request.params(), "source": source.name, "tiles": [t.id for t in tiles], "tile_px": tiles[0].tile_px if tiles else None, "resolution": tiles[0].resolution if tiles else None}

@@ -125,14 +125,20 @@ def disjoint_pieces(geoms: np.ndarray, periods: np.ndarray) -> tuple[np.ndarray,
     """
     pieces = np.asarray(geoms, dtype=object).copy()
     found: dict[str, dict[str, float]] = {}
-    periods = np.asarray(periods).astype(str)
-    for p in pd.unique(periods):
-        idx = np.flatnonzero(periods == p)
+    codes, uniq = pd.factorize(np.asarray(periods).astype(str))
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(uniq)))
+    for k, p in enumerate(uniq):
+        idx = order[(ends[k - 1] if k else 0) : ends[k]]
         if len(idx) < 2:
             continue
         g = pieces[idx]
-        i, j = shapely.STRtree(g).query(g, predicate="intersects")
+        i, j = shapely.STRtree(g).query(g)  # envelope candidates: no predicate evaluated yet
         m = i < j
+        i, j = i[m], j[m]
+        b = shapely.bounds(g)
+        # polygons whose envelopes only share an edge (adjacent patches, the usual case) cannot overlap
+        m = (np.minimum(b[i, 2], b[j, 2]) > np.maximum(b[i, 0], b[j, 0])) & (np.minimum(b[i, 3], b[j, 3]) > np.maximum(b[i, 1], b[j, 1]))
         i, j = i[m], j[m]
         if len(i) == 0:
             continue
