@@ -27,6 +27,12 @@ cell of a region is the top-left cell of exactly one patch), so km²/s = patches
 The extrapolation to one pass over the 8.2 million km² Amazon basin is area / (km²/s) and is given
 both as wall hours on this machine and as CPU-hours (wall × cores the measurement used).
 Ratios are against the ORT per-patch baseline measured in the same process.
+
+Since 2026-12-01 the default scoring is int8 (``minewatch.models.quantize``); the fp32 rows are
+the previous default, timed in the same rounds. Engine rows: today's ``detect`` default (a
+LocalCluster, one worker per core, fp32) against the new default (in process, int8). The
+roofline line counts the tile graph's convolution FLOPs (from its shapes) and compares the
+achieved rate with NumPy's sgemm on the same threads.
 """
 
 from __future__ import annotations
@@ -102,16 +108,60 @@ def row(name: str, patches: int, seconds: float, cores: int, median: float | Non
             "km2_per_s": kms, "amazon_wall_h": wall_h, "amazon_cpu_h": cpu_h, "cores": cores}  # fmt: skip
 
 
+def conv_gflop(path: Path, h: int, w: int) -> float:
+    """Multiply-adds × 2 of every Conv in a tile graph for an ``h`` × ``w`` input (shapes from ORT)."""
+    import onnx
+    from onnx import shape_inference
+
+    m = onnx.load(str(path), load_external_data=False)
+    inp = m.graph.input[0].type.tensor_type.shape.dim
+    for d, v in zip(inp, (1, h, w, inp[3].dim_value or 3), strict=True):
+        d.Clear()
+        d.dim_value = v
+    m = shape_inference.infer_shapes(m, data_prop=True)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in (*m.graph.value_info, *m.graph.output)}
+    inits = {t.name: list(t.dims) for t in m.graph.initializer}
+    flops = 0
+    for node in m.graph.node:
+        if node.op_type == "Conv" and node.output[0] in shapes and node.input[1] in inits:
+            cout, cin_g, kh, kw = inits[node.input[1]]
+            out = shapes[node.output[0]]
+            flops += 2 * int(np.prod(out)) * cin_g * kh * kw
+    return flops / 1e9
+
+
+def fp32_peak_gflops(threads: int = THREADS, n: int = 2048, reps: int = 10) -> float:
+    """This machine's fp32 peak as NumPy's BLAS sgemm reaches it (best of ``reps``)."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    best = float("inf")
+    with threadpool_limits(threads):
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
 def bench_models(repeats: int, model: str = "default", also: list[str] = ()) -> list[dict[str, Any]]:  # type: ignore[assignment]
-    pkg = load_scoring_package(model, threads=THREADS)
+    pkg = load_scoring_package(model, threads=THREADS, precision="fp32")
     win = real_window(1032)
     x = pkg.card.spec.rendering.apply(np.moveaxis(win, 0, -1))
     n = 42 * 42
     assert np.abs(pkg.score_tile(x, fast=True) - pkg.score_tile(x, fast=False)).max() < 1e-4
     fns: dict[str, Any] = {
         "ONNX Runtime, per patch (baseline)": lambda: pkg.score_tile(x, fast=False),
-        "ONNX Runtime, fast path (FCN)": lambda: pkg.score_tile(x, fast=True),
+        "ONNX Runtime, fast path (FCN), fp32 (the default until 2026-12-01)": lambda: pkg.score_tile(x, fast=True),
     }
+    from minewatch.detect.scorer import resolve_precision
+
+    if resolve_precision(pkg.card) == "int8":
+        q = load_scoring_package(model, threads=THREADS, precision="int8")
+        d = np.abs(q.score_tile(x, fast=True) - pkg.score_tile(x, fast=True))
+        print(f"int8 vs fp32 on this window: mean |Δscore| {d.mean():.4f}, max {d.max():.3f}")
+        fns["ONNX Runtime, fast path (FCN), int8 — what `detect` runs now"] = lambda: q.score_tile(x, fast=True)
+        fns["ONNX Runtime, per patch, int8"] = lambda: q.score_tile(x, fast=False)
     for other in also:  # other packages (e.g. one ensemble member alone) on their fast path
         o = load_scoring_package(other, threads=THREADS)
         fns[f"ONNX Runtime, fast path: {other} ({len(o.card.members)} member(s))"] = lambda o=o: o.score_tile(x, fast=True)
@@ -171,14 +221,15 @@ def bench_engine(n_tiles: int, tmp: Path, rounds: int = 2, model: str = "default
     dn = np.concatenate([np.concatenate([real_window(1008, seed=10 * i + j) for j in range(cols)], axis=2) for i in range(rows_)], axis=1)
     img = write_mosaic(tmp / "bench.tif", dn, ANCHOR, 0, 0, tags={"START_DATE": "2024-01-01", "END_DATE": "2024-12-31"}, cog=False)
     cpus = os.cpu_count() or 1  # every configuration uses all cores: ORT threads = cores / workers
-    configs = (("engine, in process (synchronous)", "synchronous", None, cpus),
-               ("engine, Dask LocalCluster, 1 worker", None, 1, cpus),
-               ("engine, Dask LocalCluster, 2 workers", None, 2, cpus))  # fmt: skip
+    configs = (("engine, today's default: Dask LocalCluster, 2 workers, fp32", "local", cpus, cpus, "fp32"),
+               ("engine, in process, fp32", "synchronous", None, cpus, "fp32"),
+               ("engine, Dask LocalCluster, 1 worker, int8", "local", 1, cpus, "auto"),
+               ("engine, new default (in process, int8)", None, None, cpus, "auto"))  # fmt: skip
     best: dict[str, dict[str, Any]] = {}
     for rnd in range(rounds):  # interleaved rounds, best wall time kept (shared machine)
-        for label, sched, workers, cores in configs:
+        for label, sched, workers, cores, precision in configs:
             t0 = time.perf_counter()
-            res = run_detect(img, DetectRequest(models=(model,), period="2024", min_score=0.4), tmp / f"out_{rnd}_{workers}_{sched}",
+            res = run_detect(img, DetectRequest(models=(model,), period="2024", min_score=0.4, precision=precision), tmp / f"out_{rnd}_{workers}_{sched}_{precision}",
                              scheduler=sched, workers=workers, progress=False)  # fmt: skip
             total = time.perf_counter() - t0
             wall = res.totals["this_call"]["seconds"]
@@ -207,6 +258,15 @@ def main() -> None:
         engine = [] if a.no_engine else bench_engine(a.tiles, Path(d), a.engine_rounds, a.model)
     load1 = os.getloadavg()
     base = models[0]["patches_per_s"]
+    from minewatch.models.package import FCN_GRAPH
+
+    pk = load_scoring_package(a.model, precision="fp32")
+    gflop = conv_gflop(pk.path / FCN_GRAPH, 1032, 1032)
+    peak = fp32_peak_gflops()
+    print(f"tile graph: {gflop:.1f} GFLOP per 1032 px window ({gflop / 1764 * 1e3:.1f} MFLOP per patch); fp32 peak (sgemm, {THREADS} threads): {peak:.0f} GFLOP/s")
+    for r in models:
+        if "fast path" in r["name"] and "PyTorch" not in r["name"]:
+            print(f"  {r['name']}: {gflop / r['seconds']:.0f} GFLOP/s (fp32-equivalent) = {100 * gflop / r['seconds'] / peak:.0f} % of the fp32 peak")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.2f} → {load1[0]:.2f}")
     print("| what | patches/s | km²/s | × baseline | Amazon 8.2 M km²: wall h (this machine) | CPU-h |")
     print("|---|---:|---:|---:|---:|---:|")

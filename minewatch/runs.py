@@ -184,6 +184,17 @@ def abs_path(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
+def abs_local(value: str | os.PathLike[str] | None) -> str | None:
+    """``value`` made absolute when it is a local path that exists (a catalog file, a model
+    folder); URLs and names (``earth-search``, ``default``) are returned unchanged."""
+    if value is None:
+        return None
+    s = os.fspath(value)
+    if _looks_like_url(s) or not s or not os.path.exists(os.path.expanduser(s)):
+        return s
+    return str(abs_path(s))
+
+
 def _real(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
 
@@ -593,9 +604,13 @@ class RunContext:
     # ---- recording --------------------------------------------------------------------------------
 
     def _rel(self, path: str | os.PathLike[str]) -> str:
+        """An output's path relative to the run folder. A relative path is taken from the working
+        directory when that lands inside the folder (``comp/tiles.geojson`` for ``--out comp``),
+        else from the run folder (``tiles/a.tif``)."""
         p = Path(path)
         if not p.is_absolute():
-            p = self.out_dir / p
+            here = abs_path(p)
+            p = here if _is_within(here, self.out_dir) and here != self.out_dir else self.out_dir / p
         try:
             return p.resolve().relative_to(self.out_dir.resolve()).as_posix()
         except ValueError:
@@ -863,6 +878,7 @@ class UnitRun:
         self.staging = self.root / f".{self.target.name if layout == 'file' else 'minewatch-staging'}{TEMP_MARK}{os.getpid()}"
         self._extras: dict[Path, Path] = {}
         self._created_root = False
+        self._lock_existed = True
         self.previous: dict[str, Any] | None = None
         self.manifest: dict[str, Any] = {}
 
@@ -898,6 +914,7 @@ class UnitRun:
         self._created_root = not self.root.exists()
         if self.root.exists() and not self.root.is_dir():
             raise MinewatchError(self.root, "exists and is a file, not a folder")
+        self._lock_existed = (self.root / self.lock.name).exists()
         try:
             self.lock.acquire(self.command)
         except BaseException:
@@ -1032,7 +1049,14 @@ class UnitRun:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
+        held = self.lock._lock.is_locked
         self.lock.release()
+        if failed and held and not self._lock_existed:  # a refused run leaves no trace, not even its lock
+            for p in (self.root / self.lock.name, self.lock.info_path):
+                try:
+                    p.unlink(missing_ok=True)
+                except OSError:
+                    pass
         if failed and self._created_root and self.root.is_dir():
             # the folder did not exist before: leave nothing behind but what was there
             left = [p for p in self.root.iterdir() if not is_bookkeeping(p.name)]
@@ -1045,6 +1069,82 @@ class UnitRun:
     def outputs(self) -> list[Path]:
         """The final paths of the outputs (after the ``with`` block)."""
         return [self.root / k for k in self.manifest.get("outputs", {})]
+
+
+class DirectRun(UnitRun):
+    """A folder run whose command writes in place: model packages (``train`` resumes from the
+    checkpoint it keeps in its folder; ``models import-keras`` / ``ensemble`` write graphs and
+    external weights side by side).
+
+    The same safety rules as :class:`UnitRun` (checked before anything is written): no input at or
+    under the output, never another command's folder, and a folder no earlier run of this command
+    made must be empty (so nothing of the user's can be replaced). The manifest is written at the
+    start (status ``running``: a killed run shows in ``verify`` and resumes) and lists every file of
+    the folder with its SHA-256 at the end::
+
+        with DirectRun(out_dir, "train", params, inputs={"chips": chips_dir}) as run:
+            train_package(chips, cfg, run.target, ...)
+    """
+
+    def __enter__(self) -> DirectRun:
+        super().__enter__()
+        import shutil
+
+        shutil.rmtree(self.staging, ignore_errors=True)
+        try:
+            if self.previous is None:
+                foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and not is_bookkeeping(p.name))
+                if foreign:
+                    raise MinewatchError(self.root, f"already holds files that no earlier '{self.command}' run wrote ({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}); give a new or empty folder")
+            self._write("running", {})
+        except OSError as e:
+            self._cleanup(failed=True)
+            raise output_error(e, self.root) from None
+        except BaseException:
+            self._cleanup(failed=True)
+            raise
+        return self
+
+    def stage(self, final: str | os.PathLike[str]) -> Path:
+        """Written in place: the final path itself."""
+        return abs_path(final)
+
+    def _files(self) -> list[Path]:
+        out = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            d = Path(dirpath)
+            dirnames[:] = sorted(n for n in dirnames if not is_temp_name(n) and not (d / n / MANIFEST).exists())
+            out += [d / n for n in sorted(filenames) if not is_temp_name(n) and not is_bookkeeping(n)]
+        return out
+
+    def _write(self, status: str, outputs: dict[str, Any]) -> None:
+        if not self.manifest:
+            inputs = {k: describe_input(v, exclude=[self.root]) for k, v in self.inputs_raw.items()}
+            history = list((self.previous or {}).get("history", []))
+            history.append({"started": _now(), "pid": os.getpid(), "host": socket.gethostname(), "argv": self.argv, "status": status})
+            self.manifest = {
+                "minewatch_manifest": MANIFEST_FORMAT, "command": self.command, "layout": "direct",
+                "created": (self.previous or {}).get("created", _now()), "parameters": _jsonable(self.params),
+                "inputs": inputs, "tiles": {}, "outputs": outputs, "history": history,
+                "versions": environment_versions(), "argv": self.argv,
+            }  # fmt: skip
+        self.manifest.update({"status": status, "outputs": outputs, "updated": _now()})
+        self.manifest["history"][-1].update({"status": status} if status == "running" else {"status": status, "finished": _now()})
+        write_json_atomic(self.manifest_path, self.manifest)
+
+    def _commit(self) -> None:
+        outputs = {f.relative_to(self.root).as_posix(): {"sha256": sha256_file(f), "size": f.stat().st_size} for f in self._files()}
+        if not outputs:
+            raise MinewatchError(self.target, f"'{self.command}' produced no output")
+        self._write("complete", outputs)
+
+    def _cleanup(self, failed: bool) -> None:
+        if failed and self.manifest and self.lock._lock.is_locked:
+            try:
+                self._write("failed", self.manifest.get("outputs", {}))
+            except OSError:
+                pass
+        super()._cleanup(failed)
 
 
 def _inside_subrun(root: Path, p: Path) -> bool:

@@ -127,6 +127,8 @@ def place(gdf: gpd.GeoDataFrame, where: str | Path, crs: Any = None) -> gpd.GeoD
         if fits_lonlat(b):
             if assume is not None and assume.is_geographic and not _is_wgs84(assume):
                 gdf = gdf.set_crs(assume, allow_override=True)
+            elif declared is not None and declared.to_epsg() == 4326:
+                return gdf  # the usual case: nothing to copy or transform
             else:
                 return gdf.set_crs(4326, allow_override=True)
         elif assume is not None and not assume.is_geographic:

@@ -70,6 +70,17 @@ def test_map_zone_table_counts_a_repeated_layer_once(real):
     np.testing.assert_allclose(twice.to_numpy(), once.to_numpy(), rtol=1e-9)
 
 
+def test_map_period_totals_count_a_repeated_layer_once(real):
+    from minewatch.webmap.layers import new_mining, period_stats, read_layers
+
+    d = real["dir"]
+    one = read_layers([d / "mining_202300 a.geojson"])
+    two = read_layers([d / "mining_202300 a.geojson", d / "mining_202300 copy.geojson"])
+    a, b = period_stats(one, new_mining(one)), period_stats(two, new_mining(two))
+    assert a[0].area_ha > 0 and b[0].area_ha == pytest.approx(a[0].area_ha, rel=1e-9)
+    assert b[0].cumulative_ha == pytest.approx(a[0].cumulative_ha, rel=1e-9)
+
+
 def _layer(geoms, period="2024") -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame({"period": [period] * len(geoms), "stated_ha": np.nan}, geometry=list(geoms), crs=4326)
 

@@ -49,6 +49,8 @@ def published(shared_data, tmp_path_factory) -> dict[str, Path]:
     zmetres = _strip_crs(zones.to_crs(UTM), d / "zones metres.geojson")
     air = gpd.GeoDataFrame({"name": ["a", "b"]}, geometry=shapely.centroid(sub.geometry.to_numpy()[:2]), crs=4326)
     airm = _strip_crs(air.to_crs(UTM), d / "airstrips metres.geojson")
+    patches = gpd.GeoDataFrame({"score": [0.9] * len(sub), "period": ["2024"] * len(sub)}, geometry=sub.geometry.to_numpy(), crs=4326)
+    _strip_crs(patches.to_crs(UTM), d / "patches metres.geojson")
     return {"dir": d, "wgs": wgs, "metres": metres, "zwgs": zwgs, "zmetres": zmetres, "idf": idf, "air": airm}
 
 
@@ -85,17 +87,21 @@ def _cases(p: dict[str, Path]) -> dict[str, list[str]]:
         "airstrips": ["airstrips", "airstrips metres.geojson", "--mining", "mining_202400 wgs84.geojson", "--out", "air out"],
         "timeline": ["timeline", "mining_202400 metres.geojson", "--out", "tl out"],
         "map": ["map", "mining_202400 metres.geojson", "--out", "map out.html"],
+        "map zones": ["map", "mining_202400 wgs84.geojson", "--zones", "zones metres.geojson", "--out", "map out.html"],
+        "report": ["report", "--layer", "mining_202400 metres.geojson", "--out", "report out.html"],
+        "review": ["review", "mining_202400 metres.geojson", "--out", "review out.html"],
+        "postprocess": ["postprocess", "patches metres.geojson", "--out", "pp out"],
     }
 
 
-@pytest.mark.parametrize("case", ["impacts layer", "impacts zones", "airstrips", "timeline", "map"])
+@pytest.mark.parametrize("case", ["impacts layer", "impacts zones", "airstrips", "timeline", "map", "map zones", "report", "review", "postprocess"])
 def test_every_command_refuses_a_projected_file_without_crs(published, case, monkeypatch):
     monkeypatch.chdir(published["dir"])
     args = _cases(published)[case]
     r = _run(*args)
     assert r.exit_code == 2, r.output
     assert "metres.geojson" in r.output and "--crs" in r.output
-    assert not any((published["dir"] / o).exists() for o in ("imp out", "air out", "tl out", "map out.html"))
+    assert not any((published["dir"] / o).exists() for o in ("imp out", "air out", "tl out", "map out.html", "report out.html", "review out.html", "pp out"))
 
 
 def test_impacts_with_crs_equals_impacts_in_wgs84(published, monkeypatch):

@@ -124,13 +124,13 @@ def test_missing_fields_are_one_line_errors_naming_the_file(files: tuple[Path, P
     r = CliRunner().invoke(cli, ["impacts", str(files[1]), "--zones", str(files[0]), "--id-field", "nope", "--out", str(out)])
     assert r.exit_code == 2
     line = r.output.strip()
-    assert len(line.splitlines()) == 1 and "zones.geojson" in line and "--id-field 'nope'" in line
+    assert len(line.splitlines()) == 1 and "zones.geojson" in line and "--zone-id-field 'nope'" in line
     assert not out.exists()
     r = CliRunner().invoke(cli, ["impacts", str(files[1]), "--zones", str(files[0]), "--id-field", "zid", "--name-field", "label",
                                  "--area-field", "Area", "--out", str(out)])
     assert r.exit_code == 2 and "mining.geojson" in r.output and "--area-field 'Area'" in r.output
     assert not out.exists()
-    with pytest.raises(MinewatchError, match="--name-field"):
+    with pytest.raises(MinewatchError, match="--zone-name-field"):
         read_zones(files[0], "zid", "nom")
 
 

@@ -185,3 +185,27 @@ def test_collection_licence_is_the_copernicus_terms(tmp_path: Path) -> None:
     assert coll["license"] == "other" and "Copernicus Sentinel data" in coll["minewatch:attribution"]
     assert [link["title"] for link in coll["links"] if link["rel"] == "license"] == ["Copernicus Sentinel data terms and conditions"]
     assert data_licence(earth_genome=True)["license"] == "CC-BY-4.0"
+
+
+def test_composite_with_relative_out_and_no_level_follows_the_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a newcomer types it: a relative --out (was joined twice by the run record) and no --level
+    (a local catalog's own L2A)."""
+    import json
+
+    from click.testing import CliRunner
+    from shapely.geometry import mapping
+
+    from minewatch.cli.main import cli
+    from minewatch.grid import Tile
+
+    cat = _l2a_catalog_without_level_properties(tmp_path)
+    t = Tile(21, 30, 860, 96, 10.0)
+    (tmp_path / "my roi.geojson").write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": mapping(t.geometry_wgs84().buffer(-1e-4))}))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["composite", "--roi", "my roi.geojson", "--start", "2024-01-01", "--end", "2024-12-31", "-o", "comp 2024",
+                                 "--source", str(cat), "--bands", "model:default", "--tile-px", "96", "--scheduler", "synchronous", "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "comp 2024" / "manifest.json").read_text())
+    assert m["parameters"]["level"] == "L2A" and m["parameters"]["bands"] == ["B4", "B3", "B2"]
+    with rasterio.open(next((tmp_path / "comp 2024" / "tiles").glob("*[0-9].tif"))) as src:
+        assert src.tags()["CLOUD_MASK"] == "scl"

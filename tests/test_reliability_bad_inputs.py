@@ -292,7 +292,7 @@ def test_impacts_zones_without_the_id_field(vectors, tmp_path):
     out = tmp_path / "out"
     r = _run("impacts", str(vectors / "layer.geojson"), "--zones", str(vectors / "zones.geojson"), "--id-field", "TI_ID", "--out", str(out))
     assert r.exit_code == 2
-    assert _err_line(r) == f"minewatch: error: {vectors / 'zones.geojson'}: --id-field 'TI_ID' is not a property of the zones (properties: ['name'])"
+    assert _err_line(r) == f"minewatch: error: {vectors / 'zones.geojson'}: --zone-id-field 'TI_ID' is not a property of the zones (properties: ['name'])"
     assert not out.exists()
 
 

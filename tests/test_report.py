@@ -153,9 +153,9 @@ def test_report_cli_on_published_layers(tmp_path: Path, shared_data: Path) -> No
     assert "Airstrips: The Intercept Brasil / The New York Times / Earth Genome" in page
     r = CliRunner().invoke(cli, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 2 and "not found" in r.output and not (tmp_path / "x.html").exists()
-    # the old spelling still works, with a note
+    # the old spelling still works (hidden from --help)
     r = CliRunner().invoke(cli, ["report", "--layer", str(det[1]), "--out", str(tmp_path / "old.html"), "--quiet"])
-    assert r.exit_code == 0 and "--layer is deprecated" in r.output
+    assert r.exit_code == 0 and "from 1 layer(s)" in r.output and "--layer" not in CliRunner().invoke(cli, ["report", "--help"]).output
 
 
 def test_report_opens_in_chromium_and_prints_pdf(tmp_path: Path) -> None:

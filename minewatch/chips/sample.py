@@ -210,8 +210,12 @@ def sample_chips(
     workers: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    final_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Build (or reuse) composites for the tiles under the points and write a chip dataset to ``out_dir``.
+
+    ``final_dir``: where the dataset will finally live when ``out_dir`` is a staging folder (the
+    CLI's run); the chips' ``composite`` column is relative to it.
 
     ``source`` is a resolved :class:`minewatch.imagery.sources.Source`. Composites go to
     ``composites_dir`` (default ``out_dir/composites``), a resumable composite run folder: rerunning
@@ -237,6 +241,8 @@ def sample_chips(
     res = run_composites(tiles, req, source, comp_dir, roi_file=points_path, scheduler=scheduler, workers=workers, progress=progress, log=say)
     if res.failed:
         say(f"{len(res.failed)} tile(s) failed (chips there are partial or left out): {next(iter(res.failed.values()))}")
+    if res.empty:
+        say(f"{len(res.empty)} tile(s) without imagery (chips there are partial or left out): {next(iter(res.empty.values()))}")
 
     reader = _TileReader(comp_dir, len(bands))
     rend = RENDERINGS[rendering]
@@ -260,7 +266,7 @@ def sample_chips(
             "cell": w.point.index, "lon": w.point.lon, "lat": w.point.lat,
             "valid_frac": round(float(valid.mean()), 4), "tile": w.home.id, "row": w.row, "col": w.col,
             "epsg": w.home.epsg, "level": level.upper(), "observations": n_obs,
-            "composite": os.path.relpath(composite_path(comp_dir, w.home.id), out),
+            "composite": os.path.relpath(composite_path(comp_dir, w.home.id), final_dir or out),
         })  # fmt: skip
     if not pixels:
         raise MinewatchError(points_path, "no chip has any valid pixel (no imagery under the points in the window?)")

@@ -18,7 +18,7 @@ WRITES = ("airstrips.parquet", "airstrips.geojson", "airstrips.csv", "airstrips.
               help="Mining layer (repeat to use the union of several, e.g. periods up to a year).")
 @click.option("--within-km", type=float, default=20.0, show_default=True, help="Flag airstrips with mining this close.")
 @click.option("--compare-field", default=None, help="A yes/no column of AIRSTRIPS to report agreement with.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 def command(airstrips: Path, mining: tuple[Path, ...], within_km: float, compare_field: str | None, out_dir: Path) -> None:
     """Geodesic distance (m) from each of AIRSTRIPS (points, or CSV with Latitude/Longitude) to mining."""
     from minewatch.impacts.pipeline import run_airstrips

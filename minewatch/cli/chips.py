@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 
+CHIP_FILES = ("chips.npz", "chips.csv", "bands.json")
+"""What a chip dataset holds (an input there under one of these names is refused)."""
+
 
 @click.command(name="chips")
 @click.option("--points", "points_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="GeoJSON of labelled points (WGS84), or a 'minewatch review' CSV / GeoJSON (labels yes/no; skips dropped).")
@@ -18,7 +21,7 @@ import click
 @click.option("--source", default=None, help="earth-search (default) | planetary-computer | a STAC API URL | a local catalog.json.")
 @click.option("--start", default=None, help="First day of the compositing window, YYYY-MM-DD (not with --imagery).")
 @click.option("--end", default=None, help="Last day of the compositing window, YYYY-MM-DD (not with --imagery).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output chip dataset folder.")
 @click.option("--bands", default=None, help="Comma-separated bands in channel order, or model:NAME for the bands model NAME scores [default: model:default; with --imagery: B4,B3,B2 if present, else all].")
 @click.option("--size", type=int, default=48, show_default=True, help="Chip size in pixels.")
 @click.option("--level", type=click.Choice(["l2a", "l1c"], case_sensitive=False), default="l2a", show_default=True)
@@ -36,20 +39,28 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
     """Cut a SIZE×SIZE chip around every point of POINTS from median composites of START..END (or
     from existing --imagery) and write a chip dataset (chips.npz, chips.csv with lon/lat, dates,
     clear fraction and source file per chip, bands.json) to OUT."""
+    from minewatch.chips.dataset import load_chips
     from minewatch.errors import MinewatchError
+    from minewatch.runs import UnitRun, abs_local, abs_path
 
+    # the CLI edge: absolute paths, so nothing below depends on the working directory
+    points_path, out_dir = abs_path(points_path), abs_path(out_dir)
     if imagery_path is not None:
         from minewatch.chips.cut import chips_from_imagery
-        from minewatch.chips.dataset import load_chips
 
         given = [n for n, v in (("--source", source), ("--start", start), ("--end", end), ("--composites", composites_dir)) if v is not None]
         if given:
             raise MinewatchError(", ".join(given), "not used with --imagery (the chips are cut from that imagery as it is)")
-        out = chips_from_imagery(
-            points_path, imagery_path, out_dir, label=label, label_field=label_field,
-            bands=_imagery_bands(bands), size=size, rendering=rendering,
-            snap=snap, min_valid=min_valid, tile_px=tile_px, log=lambda s: click.echo(s, err=True),
-        )  # fmt: skip
+        imagery_path = Path(abs_local(imagery_path) or imagery_path)
+        params = {"label": label, "label_field": label_field, "bands": bands, "size": size, "rendering": rendering,
+                  "snap": snap, "min_valid": min_valid, "tile_px": tile_px}  # fmt: skip
+        with UnitRun(out_dir, "chips", params, {"points": points_path, "imagery": imagery_path}, writes=CHIP_FILES) as run:
+            chips_from_imagery(
+                points_path, imagery_path, run.staging, label=label, label_field=label_field,
+                bands=_imagery_bands(bands), size=size, rendering=rendering,
+                snap=snap, min_valid=min_valid, tile_px=tile_px, log=lambda s: click.echo(s, err=True),
+            )  # fmt: skip
+        out = out_dir
         chips = load_chips(out)
         click.echo(f"{out}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}, from {imagery_path}")
         return
@@ -64,19 +75,22 @@ def command(points_path: Path, imagery_path: Path | None, snap: str | None, min_
     from minewatch.imagery.plan import check_window
     from minewatch.imagery.sources import resolve_source
 
+    source = abs_local(source) or source
+    comp = abs_path(composites_dir) if composites_dir is not None else out_dir / "composites"  # a nested, resumable composite run
     lvl = level.upper()
     d0, d1 = check_window(start, end, tile_px)
     src = resolve_source(source, lvl, retries=retries)
-    out = sample_chips(
-        points_path, out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
-        bands=composite_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
-        composites_dir=composites_dir, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
-        log=lambda s: click.echo(s, err=True),
-    )  # fmt: skip
-    from minewatch.chips.dataset import load_chips
-
-    chips = load_chips(out)
-    click.echo(f"{out}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")
+    params = {"label": label, "label_field": label_field, "source": source, "start": start, "end": end, "bands": bands, "size": size,
+              "level": lvl, "rendering": rendering, "max_scene_cloud": max_scene_cloud, "tile_px": tile_px, "composites": str(comp)}  # fmt: skip
+    with UnitRun(out_dir, "chips", params, {"points": points_path}, writes=CHIP_FILES) as run:
+        sample_chips(
+            points_path, run.staging, final_dir=out_dir, source=src, start=d0, end=d1, label=label, label_field=label_field,
+            bands=composite_bands(bands, lvl), size=size, level=lvl, rendering=rendering, max_scene_cloud=max_scene_cloud,
+            composites_dir=comp, tile_px=tile_px, scheduler=scheduler, workers=workers, progress=not quiet,
+            log=lambda s: click.echo(s, err=True),
+        )  # fmt: skip
+    chips = load_chips(out_dir)
+    click.echo(f"{out_dir}: {len(chips)} chip(s) ({int(chips.labels.sum())} labelled 1), bands {','.join(chips.spec.bands)}, {chips.spec.level}")
 
 
 def _imagery_bands(text: str | None) -> list[str] | None:

@@ -15,7 +15,7 @@ from minewatch.errors import MinewatchError
 @click.option("--roi", "roi_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Region of interest (GeoJSON in WGS84, or any vector file with a CRS).")
 @click.option("--start", required=True, help="First day, YYYY-MM-DD (inclusive).")
 @click.option("--end", required=True, help="Last day, YYYY-MM-DD (inclusive).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
 @click.option("--source", default="earth-search", show_default=True, help="earth-search | planetary-computer | a STAC API URL | a local catalog.json / ItemCollection file.")
 @level_option(default=None, extra_help="[default: l2a for public catalogs; a local catalog: the level its items state]")
 @click.option("--bands", default=None, help="Comma-separated bands in output order, e.g. B4,B3,B2, or model:NAME for the bands model NAME scores (model:default) [default: the 12 bands B1..B12 without B10].")
@@ -55,6 +55,9 @@ def command(roi_path: Path, start: str, end: str, out_dir: Path, source: str, le
 
     from minewatch.imagery.sources import default_level
 
+    from minewatch.runs import abs_local, abs_path
+
+    roi_path, out_dir, source = abs_path(roi_path), abs_path(out_dir), abs_local(source) or source  # the CLI edge: no path depends on the working directory below
     lvl = level.upper() if level else default_level(source)[0]
     d0, d1 = check_window(start, end, tile_px)
     if resolution <= 0:

@@ -13,7 +13,7 @@ import click
               help="Model package folder or shipped name; repeat for a run-time ensemble (scores averaged, each kept).")
 @click.option("--imagery", required=True, type=click.Path(path_type=Path),
               help="A GeoTIFF/COG, a folder of them (or a composite run folder), or a STAC Item/ItemCollection/Collection JSON.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output run folder (rerun the same command to resume).")
 @click.option("--period", default=None, help="Period label for the rows, e.g. 2024 or 2024Q3 [default: from the imagery's dates].")
 @click.option("--min-score", type=float, default=0.4, show_default=True, help="Do not write patches scoring below this (they are still counted).")
 @click.option("--min-valid", type=float, default=0.8, show_default=True, help="Skip patches with a smaller fraction of valid pixels (nodata, no clear observation).")
@@ -53,6 +53,11 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
     if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
         period = parse_period(period, "--period").label
 
+    from minewatch.runs import abs_local, abs_path
+
+    # the CLI edge: workers on a cluster run elsewhere, so nothing below may depend on the working directory
+    imagery, out_dir = Path(abs_local(imagery) or imagery), abs_path(out_dir)
+    models = tuple(abs_local(m) or m for m in models)
     band_names = parse_band_names(bands)
     tile_px = auto_tile_px(tile_px, imagery, models, band_names, log=lambda s: click.echo(s, err=True))
     req = DetectRequest(
@@ -64,6 +69,9 @@ def command(models: tuple[str, ...], imagery: Path, out_dir: Path, period: str |
         progress=not quiet, fresh=overwrite, argv=sys.argv, log=lambda s: click.echo(s, err=True),
     )  # fmt: skip
     t = res.totals
+    from minewatch.models.package import load_package
+
+    click.echo(f"scored with ONNX Runtime on {load_package(models[0] if models else 'default').execution_provider}", err=True)
     click.echo(
         f"{out_dir}: {res.summary}; {t['scored']:,} patches scored, {t['skipped_nodata'] + t['skipped_low_valid']:,} skipped "
         f"(no data or < {min_valid:g} valid), {t['written']:,} written (score ≥ {min_score:g}) to {out_dir / 'patches.parquet'}"

@@ -53,12 +53,19 @@ def command(
             which = f"all {len(chips):,} chips, --all: the model's own training set, training chips included (figures are optimistic)"
         else:
             chips, which = chips.subset(own[0]), own[1]
-    if not as_json:
-        click.echo(f"evaluating {pkg.card.name} on {which}", err=True)
+    from minewatch.cli.options import progress_lines
+
+    progress_lines(as_json)(f"evaluating {pkg.card.name} on {which}; ONNX Runtime on {pkg.execution_provider}")
     result = evaluate_package(pkg, chips, holdouts or None, threshold=threshold, rerender=rerender, batch_size=batch_size, progress=not as_json)
     result["chips"]["which"] = which
+    result["model"]["execution_provider"] = pkg.execution_provider
     result["chips"]["path"] = str(chips_dir)
     if plots_dir is not None:
-        out = write_pr_curve(result, plots_dir / f"pr_curve_{pkg.card.name}_{chips_dir.resolve().name}.png")
-        result["plots"] = [str(out)]
+        from minewatch.runs import UnitRun, abs_path
+
+        target = abs_path(plots_dir) / f"pr_curve_{pkg.card.name}_{chips_dir.resolve().name}.png"
+        params = {"model": pkg.card.name, "threshold": threshold, "rerender": rerender}
+        with UnitRun(target, "evaluate", params, {"chips": abs_path(chips_dir), "model": str(pkg.path.resolve())}, layout="file") as run:
+            write_pr_curve(result, run.stage(target))
+        result["plots"] = [str(target)]
     click.echo(to_json(result) if as_json else format_report(result))

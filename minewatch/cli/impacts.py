@@ -16,17 +16,25 @@ WRITES = tuple(f"{n}{x}" for n in ("impacts.csv", "zones.csv", "agreement.csv") 
 @crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--zones", "zones_path", required=True, type=click.Path(path_type=Path), help="Zone polygons (GeoJSON/GeoParquet).")
-@click.option("--id-field", required=True, help="Zone property holding a unique id.")
-@click.option("--name-field", default=None, help="Zone property holding a display name (default: the id).")
+@click.option("--zone-id-field", "id_field", default=None, help="Zone property holding a unique id (required).")
+@click.option("--zone-name-field", "name_field", default=None, help="Zone property holding a display name (default: the id).")
+@click.option("--id-field", "id_field_old", default=None, hidden=True, help="Old spelling of --zone-id-field.")
+@click.option("--name-field", "name_field_old", default=None, hidden=True, help="Old spelling of --zone-name-field.")
 @click.option("--area-field", default="auto", show_default=True,
               help="Per-polygon mined-area field to apportion by area share ('auto': minewatch's 'mined_ha' or the published "
                    "'Mined area (ha)' when every layer has one; 'none': footprints only).")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="Published per-zone table to compare with (upstream CSV: id, admin_year, intersected_area_ha).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-def command(layers: tuple[Path, ...], zones_path: Path, id_field: str, name_field: str | None, area_field: str | None,
-            reference: Path | None, out_dir: Path) -> None:
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+def command(layers: tuple[Path, ...], zones_path: Path, id_field: str | None, name_field: str | None, id_field_old: str | None,
+            name_field_old: str | None, area_field: str | None, reference: Path | None, out_dir: Path) -> None:  # fmt: skip
     """Mined hectares of LAYERS inside each zone, per period: impacts.csv, zones.{csv,geojson,parquet}."""
+    from minewatch.cli.options import pick_zone_fields
+    from minewatch.errors import MinewatchError
+
+    id_field, name_field = pick_zone_fields(id_field, name_field, id_field_old, name_field_old)
+    if not id_field:
+        raise MinewatchError("--zone-id-field", "give the zone property holding a unique id (e.g. --zone-id-field id)")
     from minewatch.impacts.pipeline import run_impacts
     from minewatch.runs import UnitRun, abs_path
 

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "postprocess": ("minewatch.cli.postprocess", "Threshold and dissolve patch scores into mining polygons."),
     "timeline": ("minewatch.cli.timeline", "Cumulative and new-mining layers over periods, with areas."),
     "persist": ("minewatch.cli.persist", "Confirmed and provisional mining: temporal persistence over periods."),
+    "change": ("minewatch.cli.change", "Growth, persisting and receding mining per period (11 ha rule, equal-area)."),
+    "alerts": ("minewatch.cli.alerts", "New confirmed/provisional mining as alerts (GeoJSON, CSV, GeoPackage, CoMapeo, Guardian Connector)."),
     "impacts": ("minewatch.cli.impacts", "Mined area per zone (territories, protected areas) per period."),
     "airstrips": ("minewatch.cli.airstrips", "Distance from each airstrip to the nearest mining."),
     "map": ("minewatch.cli.map", "A self-contained interactive HTML web map of layers."),

@@ -48,7 +48,12 @@ def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None
     with UnitRun(out, "map", params, inputs, layout="file") as run:
         if zones_csv is not None:
             run.stage(zones_csv)  # refuse a CSV path over an input before the work
+        from minewatch.cli.options import progress_lines
+
+        say = progress_lines()
+        say(f"map: reading {len(layers)} layer(s){', zones' if zones else ''}{', airstrips' if airstrips else ''} …")
         md = build_map_data(list(layers), zones, airstrips, zone_id_field, zone_name_field)
+        say(f"map: {len(md.layer):,} polygons in {len(md.periods)} period(s) read; writing the page …")
         write_map(run.stage(out), md, title=title, basemap=basemap, simplify_m=simplify_m)
         if zones_csv is not None and md.zones is not None:
             zone_table(md).to_csv(run.stage(zones_csv))

@@ -15,7 +15,7 @@ def command() -> None:
 
 @command.command("import-keras")
 @click.argument("h5_file", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model package folder to write.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model package folder to write.")
 @click.option("--name", default=None, help="Model name in the card (default: patch size and version from the file name).")
 @click.option("--bands", default=None, help="Input bands, comma-separated, in channel order (default: the upstream order for the channel count).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None, help="Operating threshold (default: from the config log beside the file, else 0.5).")
@@ -35,8 +35,14 @@ def import_keras_cmd(h5_file: Path, out_dir: Path, name: str | None, bands: str 
     from minewatch.models.package import load_package
 
     t0 = time.perf_counter()
+    from minewatch.runs import DirectRun, abs_path
+
+    h5_file, out_dir = abs_path(h5_file), abs_path(out_dir)
+    config_log = abs_path(config_log) if config_log is not None else None
     band_list = [b.strip() for b in bands.split(",") if b.strip()] if bands else None
-    path = import_keras(h5_file, out_dir, name=name, bands=band_list, threshold=threshold, config_log=config_log, input_norm=input_norm)
+    params = {"name": name, "bands": band_list, "threshold": threshold, "input_norm": input_norm}
+    with DirectRun(out_dir, "models import-keras", params, {"h5": h5_file, "config_log": config_log}) as run:
+        path = import_keras(h5_file, run.target, name=name, bands=band_list, threshold=threshold, config_log=config_log, input_norm=input_norm)
     pkg = load_package(path)
     c = pkg.card
     click.echo(
@@ -86,7 +92,7 @@ def show_cmd(model: str, as_json: bool) -> None:
 
 @command.command("ensemble")
 @click.argument("models", nargs=-1, required=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Ensemble package folder to write.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Ensemble package folder to write.")
 @click.option("--name", default=None, help="Model name in the card (default: the folder name).")
 @click.option("--member-names", default=None, help="Comma-separated names of the members' score columns (default: the packages' names).")
 @click.option("--chips", "chips_dir", type=click.Path(path_type=Path), default=None, help="Calibrate: set the threshold and measure the card's figures on this chip set's validation split.")
@@ -111,13 +117,31 @@ def ensemble_cmd(
     merged ONNX graphs run all members in one call (the fast tile graph too, when every member has
     one). Without --chips the threshold is the mean of the members' thresholds.
     """
-    from minewatch.models.ensemble import write_ensemble
     from minewatch.models.package import load_package
+    from minewatch.runs import DirectRun, abs_path
 
+    out_dir = abs_path(out_dir)
+    chips_dir = abs_path(chips_dir) if chips_dir is not None else None
     pkgs = [load_package(m) for m in models]
     names = [n.strip() for n in member_names.split(",")] if member_names else None
+    params = {"name": name, "member_names": names, "val_fraction": val_fraction, "split_seed": split_seed,
+              "holdout_source": list(holdout_source)}  # fmt: skip
+    inputs = {"member": [str(p.path.resolve()) for p in pkgs], "chips": chips_dir, "holdout_region": [abs_path(r) for r in holdout_region]}
+    with DirectRun(out_dir, "models ensemble", params, inputs) as run:
+        path = _ensemble(pkgs, run.target, name, names, chips_dir, val_fraction, split_seed, holdout_region, holdout_source)
+    c = load_package(path).card
+    val = c.metrics.get("val") or {}
+    figs = f", val AP {val['ap']:.4f}, sensitivity@spec99 {val['sens_at_spec99']:.3f}" if "ap" in val else " (uncalibrated)"
+    click.echo(f"{path}: {c.name}, {len(c.members)} members ({', '.join(c.members)}), threshold {c.threshold:.4g}{figs}, fast path {'yes' if c.fcn_stride else 'no'}")
+
+
+def _ensemble(pkgs: list, out_dir: Path, name: str | None, names: list[str] | None, chips_dir: Path | None, val_fraction: float,
+              split_seed: int, holdout_region: tuple[str, ...], holdout_source: tuple[str, ...]) -> Path:  # fmt: skip
+    """Merge (and with ``chips_dir`` calibrate) the members into ``out_dir``."""
+    from minewatch.models.ensemble import write_ensemble
+
     if chips_dir is None:
-        path = write_ensemble(pkgs, out_dir, name or out_dir.name, names)
+        return write_ensemble(pkgs, out_dir, name or out_dir.name, names)
     else:  # merge and calibrate beside the output; only a calibrated package reaches --out
         import shutil
         import tempfile
@@ -135,7 +159,4 @@ def ensemble_cmd(
             path = copy_package(tmp / "pkg", out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    c = load_package(path).card
-    val = c.metrics.get("val") or {}
-    figs = f", val AP {val['ap']:.4f}, sensitivity@spec99 {val['sens_at_spec99']:.3f}" if "ap" in val else " (uncalibrated)"
-    click.echo(f"{path}: {c.name}, {len(c.members)} members ({', '.join(c.members)}), threshold {c.threshold:.4g}{figs}, fast path {'yes' if c.fcn_stride else 'no'}")
+        return path

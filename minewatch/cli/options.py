@@ -80,10 +80,27 @@ def pick_zone_fields(zone_id_field: str | None, zone_name_field: str | None, id_
     for new, old, name in ((zone_id_field, id_old, "zone-id-field"), (zone_name_field, name_old, "zone-name-field")):
         if new and old and new != old:
             raise MinewatchError(f"--{name}", f"given twice with different values ({new!r} and {old!r} via the old spelling)")
-        if old and not new:
-            click.echo(f"note: --{name.split('-', 1)[1]} is now spelled --{name}", err=True)
-        out.append(new or old)
+        out.append(new or old)  # the old spelling is silent: scripts and docs of earlier versions keep working
     return out[0], out[1]
+
+
+def progress_lines(quiet: bool = False) -> Callable[[str], None]:
+    """A ``say(line)`` for the steps of a command that runs more than a few seconds: each line goes to
+    stderr with the seconds since the start, when stderr is a terminal (as tqdm's bars) or
+    ``MINEWATCH_PROGRESS=1``; never with ``--quiet``. Piped output stays what it was: results and,
+    on failure, the one error line."""
+    import os
+    import sys
+    import time
+
+    t0 = time.monotonic()
+    on = not quiet and (os.environ.get("MINEWATCH_PROGRESS") == "1" or sys.stderr.isatty())
+
+    def say(line: str) -> None:
+        if on:
+            click.echo(f"{line} ({time.monotonic() - t0:.0f} s)", err=True)
+
+    return say
 
 
 # --- resolvers ------------------------------------------------------------------------------------
@@ -142,5 +159,5 @@ def auto_tile_px(tile_px: int | None, imagery: Any, models: Sequence[str], bands
 
 __all__ = [
     "out_option", "workers_option", "scheduler_option", "quiet_option", "overwrite_option", "level_option", "source_option",
-    "zone_fields_options", "pick_zone_fields", "parse_band_names", "model_bands", "composite_bands", "auto_tile_px",
+    "zone_fields_options", "pick_zone_fields", "progress_lines", "parse_band_names", "model_bands", "composite_bands", "auto_tile_px",
 ]  # fmt: skip

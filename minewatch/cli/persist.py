@@ -9,7 +9,7 @@ import click
 
 @click.command(name="persist")
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder (rerun into it to carry confirmed rows forward).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder (rerun into it to carry confirmed rows forward).")
 @click.option("--k", type=int, default=2, show_default=True, help="Annual sightings needed to confirm a location.")
 @click.option("--window", type=int, default=2, show_default=True, help="Years, counting the onset year, in which the k sightings must fall.")
 @click.option("--t-prov", type=float, default=0.55, show_default=True, help="Provisional main threshold on the reference scale (mapped onto the model card's scale).")

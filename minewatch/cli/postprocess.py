@@ -15,7 +15,7 @@ WRITES = ("mining.parquet", "mining.geojson", "mining_simplified.parquet", "mini
 @click.command(name="postprocess")
 @crs_option
 @click.argument("patches", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--preset", type=click.Choice(["card", "single", "cumulative", "mean06"]), default="card", show_default=True,
               help="card: the scoring model's own operating point (its card's threshold; isolated patches at its 99 %-specificity threshold), "
                    "as `minewatch run` uses; the upstream presets, tuned for the upstream ensemble: single 0.43/0.75, cumulative 0.55/0.80, mean06 plain mean ≥ 0.6.")

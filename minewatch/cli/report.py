@@ -50,13 +50,13 @@ def command(inputs: tuple[Path, ...], out: Path, layers: tuple[Path, ...], run_o
             run_dir = p
         else:
             files.append(p)
-    if layers:
-        click.echo("note: --layer is deprecated: give the layers as arguments", err=True)
     from minewatch.runs import UnitRun, abs_path
     from minewatch.webmap.report import build_report, discover_run, write_pdf
 
     t0 = time.monotonic()
-    say = (lambda s: None) if quiet else (lambda s: click.echo(f"{s} ({time.monotonic() - t0:.0f} s)", err=True))
+    from minewatch.cli.options import progress_lines
+
+    say = progress_lines(quiet)
 
     def opt(p: Path | None) -> Path | None:
         return abs_path(p) if p is not None else None

@@ -15,7 +15,7 @@ from minewatch.cli.options import level_option
 @click.option("--roi", "roi_file", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Region of interest (GeoJSON in WGS84, or any vector file with a CRS).")
 @click.option("--period", default=None, help="Year or quarter to composite and label, e.g. 2024 or 2024Q3.")
 @click.option("--imagery", type=click.Path(path_type=Path), default=None, help="Existing composites (COG, folder, STAC JSON) instead of compositing.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output run folder [default: ./minewatch-demo with --demo, else required].")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output run folder [default: ./minewatch-demo with --demo, else required].")
 @click.option("--model", "models", multiple=True, default=("default",), show_default=True, help="Model package folder or shipped name; repeat for an ensemble.")
 @click.option("--source", default="earth-search", show_default=True, help="STAC source for compositing: earth-search | planetary-computer | a STAC API URL | a local catalog.")
 @level_option(default=None, extra_help="[default: l2a, no account needed; l1c only for a model that needs B10]")
@@ -51,6 +51,13 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     if period is not None:  # refuse 2024Q5 / "last year" before anything is read or written
         period = parse_period(period, "--period").label
 
+    from minewatch.runs import abs_local, abs_path
+
+    roi_file = abs_path(roi_file) if roi_file is not None else None
+    imagery = Path(abs_local(imagery) or imagery) if imagery is not None else None
+    out_dir = abs_path(out_dir) if out_dir is not None else None
+    models = tuple(abs_local(m) or m for m in models)
+    source = abs_local(source) or source
     if roi_file is None and imagery is None:
         demo = True
     if demo and roi_file is not None:
@@ -58,7 +65,7 @@ def command(demo: bool, roi_file: Path | None, period: str | None, imagery: Path
     if out_dir is None:
         if not demo:
             raise MinewatchError("--out", "give an output folder")
-        out_dir = Path("minewatch-demo")
+        out_dir = abs_path("minewatch-demo")
     req = ChainRequest(
         models=tuple(models), roi_file=str(roi_file) if roi_file else None, period=period, imagery=str(imagery) if imagery else None,
         demo=demo, source=source, level=level.upper() if level else None, min_score=min_score, min_valid=min_valid,

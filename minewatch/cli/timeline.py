@@ -14,7 +14,7 @@ WRITES = ("new_mining.parquet", "new_mining.geojson", "cumulative.parquet", "cum
 @click.command(name="timeline")
 @crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--area-field", default="auto", show_default=True,
               help="Per-polygon mined-area field ('auto': 'Mined area (ha)', else minewatch's estimate 'mined_ha', else the footprint 'area_ha'; 'none').")
 @click.option("--min-piece-ha", type=float, default=0.0, show_default=True,
@@ -32,8 +32,13 @@ def command(layers: tuple[Path, ...], out_dir: Path, area_field: str, min_piece_
     layers = tuple(abs_path(p) for p in layers)
     out_dir = abs_path(out_dir)
     field = None if area_field.lower() == "none" else area_field
+    from minewatch.cli.options import progress_lines
+
+    say = progress_lines()
     with UnitRun(out_dir, "timeline", {"area_field": area_field, "min_piece_ha": min_piece_ha}, {"layer": list(layers)}, writes=WRITES) as run:
+        say(f"timeline: reading {len(layers)} layer(s), cutting each period's new mining from the earlier ones …")
         res = run_timeline(list(layers), run.staging, area_field=field, min_piece_ha=min_piece_ha)
+        say("timeline: writing …")
     used = res.area_field
     if len(res.area_fields) > 1:
         click.echo(f"estimated = mixed, per layer: {', '.join(repr(f) for f in res.area_fields)} ('area_ha' is a footprint)")

@@ -14,7 +14,7 @@ from minewatch.errors import MinewatchError
 @click.option("--no-replay", is_flag=True, help="With --init: fine-tune on the local chips only.")
 @click.option("--eval-chips", multiple=True, type=click.Path(), help="With --init: held-out local chips to measure before/after (never trained on; repeatable).")
 @click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w, mwnet-s2d, mwnet-s2d-w.")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
 @click.option("--bands", default=None, help="Expected bands, comma-separated (e.g. B4,B3,B2); checked against the chips.")
 @click.option("--epochs", default=None, type=click.IntRange(1), help="Epochs [default: 30; with --init: 20 passes over the local chips].")
 @click.option("--batch-size", default=None, type=click.IntRange(2), help="[default: 128; with --init: 64, half local, half replay].")
@@ -29,7 +29,10 @@ from minewatch.errors import MinewatchError
 @click.option("--atmosphere-p", default=0.4, show_default=True, type=click.FloatRange(0, 1), help="Share of each batch given the L1C→L2A atmospheric augmentation.")
 @click.option("--ema", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Weight EMA decay (0 = off).")
 @click.option("--tta/--no-tta", default=False, show_default=True, help="Put dihedral test-time augmentation inside the exported graphs.")
-@click.option("--threads", default=None, type=click.IntRange(1), help="CPU threads for training [default: every core this process may use].")
+@click.option("--workers", "threads", default=None, type=click.IntRange(1), help="CPU threads for training, like --workers elsewhere [default: every core this process may use].")
+@click.option("--threads", "threads_old", default=None, type=click.IntRange(1), hidden=True, help="Old spelling of --workers.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False), default="auto", show_default=True,
+              help="Where PyTorch trains: auto = a CUDA GPU when PyTorch sees one, else the CPU.")
 @click.option("--name", default=None, help="Model name in the card (default: the --out folder name).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(
@@ -55,6 +58,8 @@ def command(
     ema: float,
     tta: bool,
     threads: int | None,
+    threads_old: int | None,
+    device: str,
     name: str | None,
     quiet: bool,
 ) -> None:
@@ -75,8 +80,13 @@ def command(
 
     from minewatch.train.finetune import default_threads
 
-    threads = threads or default_threads()
+    threads = threads or threads_old or default_threads()
+    from minewatch.train.loop import device_description, resolve_device
+
+    dev = resolve_device(device)
     if init is not None:
+        if dev == "cuda":
+            raise MinewatchError("--device cuda", "fine-tuning (--init) runs on the CPU; drop --device or use --device cpu")
         _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet)
         return
     if replay is not None or no_replay or eval_chips:
@@ -105,10 +115,21 @@ def command(
         val_fraction=val_fraction,
         ema_decay=ema,
         threads=threads,
+        device=dev,
         augment=aug,
         tta=tta,
     )
-    out = train_package(chips, cfg, out_dir, list(holdout_region), list(holdout_source), progress=not quiet, name=name)
+    from minewatch.runs import DirectRun, abs_path
+
+    out_dir = str(abs_path(out_dir))
+    params = {"arch": arch, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "patience": patience,
+              "seed": seed, "split_seed": split_seed, "val_fraction": val_fraction, "atmosphere_p": atmosphere_p, "ema": ema,
+              "tta": tta, "holdout_source": list(holdout_source), "name": name}  # fmt: skip
+    inputs = {"chips": abs_path(chips_dir), "holdout_region": [abs_path(r) for r in holdout_region]}
+    with DirectRun(out_dir, "train", params, inputs) as run:  # resumes from the checkpoint a killed run left
+        if not quiet:
+            click.echo(f"training on {device_description(dev, threads)}", err=True)
+        out = train_package(chips, cfg, str(run.target), list(holdout_region), list(holdout_source), progress=not quiet, name=name)
     from minewatch.models.package import load_package
 
     card = load_package(out).card
@@ -139,8 +160,14 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
                 raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
     d = FinetuneConfig()
     cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads)
-    out = finetune_package(init, local, out_dir, cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
-                           name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
+    from minewatch.runs import DirectRun, abs_local, abs_path
+
+    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name}
+    inputs = {"init": abs_local(init), "chips": [abs_path(c) for c in chips_dirs], "replay": abs_path(replay) if replay else None,
+              "eval_chips": [abs_path(e) for e in eval_chips]}  # fmt: skip
+    with DirectRun(abs_path(out_dir), "train", params, inputs) as run:
+        out = finetune_package(init, local, str(run.target), cfg, replay_dir=replay, no_replay=no_replay, eval_sets=[load_chips(e) for e in eval_chips],
+                               name=name, progress=not quiet, log=lambda s: click.echo(s, err=True))  # fmt: skip
     card = load_package(out).card
     ft = card.training["finetune"]
     v = card.metrics.get("val")

@@ -252,7 +252,7 @@ def run_chain(
         inputs["roi"] = roi_file
     if imagery:
         inputs["imagery"] = imagery
-    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh) as run:
+    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh, writes=("composite", "detect", "postprocess", MAP_FILE, SUMMARY)) as run:
         # 1. imagery
         if imagery is None:
             imagery = _composite(req, roi, period, scorer, out / "composite", scheduler, workers, progress, fresh, argv, say, res)  # type: ignore[arg-type]
@@ -269,7 +269,8 @@ def run_chain(
         )  # fmt: skip
         t = det.totals
         res.stages["detect"] = {"folder": str(out / "detect"), "summary": det.summary, **{k: t[k] for k in ("scored", "skipped_nodata", "skipped_low_valid", "written")}}
-        res.lines.append(f"detect: {det.summary}; {t['scored']:,} patches scored, {t['written']:,} written (score ≥ {req.min_score:g})")
+        res.lines.append(f"detect: {det.summary}; {t['scored']:,} patches scored, {t['written']:,} written (score ≥ {req.min_score:g}); "
+                         f"ONNX Runtime on {scorer.packages[0].execution_provider}")
         if det.failed:
             res.failed = True
         # 3. post-process

@@ -9,7 +9,9 @@ How a run goes (:func:`run_detect`):
 2. Open the run folder (:class:`minewatch.runs.RunContext`: lock, manifest; a rerun of the same
    command resumes and skips finished tiles, other parameters are refused).
 3. Each tile is one task (:func:`detect_tile`): read the tile plus a 24 px halo right and bottom,
-   count the valid pixels of every owned lattice patch, skip (and count) patches with less than
+   keep the lattice patches its UTM zone owns (at a zone seam, those whose central cell reaches into
+   the zone's strip: :func:`minewatch.detect.lattice.zone_owned`; every location is scored by one
+   zone only), count the valid pixels of every owned lattice patch, skip (and count) patches with less than
    ``min_valid`` valid pixels, score the rest, keep rows with ``score ≥ min_score``, write
    ``tiles/<tile>.parquet`` then ``tiles/<tile>.json`` (the per-tile summary), each atomically.
 4. Merge: ``patches.parquet`` (and ``patches.geojson`` on request) streamed from the tile files in
@@ -50,7 +52,7 @@ from minewatch import __version__
 from minewatch.atomic import atomic_path, write_json_atomic
 from minewatch.detect.imagery import Imagery, RasterRef, open_imagery, overlaps, period_from_dates, read_tile, tiles_for_raster
 from minewatch.detect.mask import MASK_VALUES, QUARTER_COLUMNS, mask_method, mask_path, mined_mask_bands, patch_quarters, tile_mask, tile_scar, write_mask_cog
-from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, valid_fraction
+from minewatch.detect.lattice import footprints_wgs84, halo_px, owned_cells, owns_any, valid_fraction, zone_owned
 from minewatch.detect.scorer import Scorer
 from minewatch.errors import MinewatchError
 from minewatch.grid import DEFAULT_RESOLUTION, DEFAULT_TILE_PX, Tile
@@ -62,7 +64,7 @@ PATCHES = "patches.parquet"
 PATCHES_GEOJSON = "patches.geojson"
 SUMMARY = "summary.json"
 META_KEY = "minewatch"
-COUNT_KEYS = ("patches", "scored", "skipped_nodata", "skipped_low_valid", "written")
+COUNT_KEYS = ("patches", "other_zone", "scored", "skipped_nodata", "skipped_low_valid", "written")
 HALO_ONLY_MAX_VALID = 0.75
 """The most of a patch that can be valid when its tile holds no imagery and only the halo does: the
 patch's top-left 24 × 24 quarter always lies inside its own tile. Tiles like that are not planned
@@ -223,6 +225,8 @@ def plan_detect(imagery: Imagery, request: DetectRequest, scorer: Scorer, roi: A
             continue
         if request.min_valid > HALO_ONLY_MAX_VALID and not any(overlaps(r, t, 0) for r in refs):
             continue  # imagery only in the halo: no patch of this tile can reach min_valid
+        if not owns_any(t, scorer.patch_px, scorer.step_px):
+            continue  # a seam tile wholly beyond its zone's strip: the next zone's tiles own that ground
         jobs.append(TileJob(t, refs))
     if not jobs:
         raise MinewatchError(imagery.source, "imagery covers no tile" + (" inside the ROI" if roi is not None else ""))
@@ -270,18 +274,31 @@ def tile_frame(
     return gpd.GeoDataFrame(data, geometry=geom, crs=4326)
 
 
+def patches_to_score(valid: np.ndarray, tile: Tile, patch_px: int, step_px: int, min_valid: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(valid fraction, owned by the tile's zone, to score) for every lattice patch a tile owns (cells × cells).
+
+    A patch is scored when its zone owns it (:func:`minewatch.detect.lattice.zone_owned`) and at
+    least ``min_valid`` of its pixels are valid. Pure: the whole decision of which locations a tile
+    scores, apart from reading the pixels.
+    """
+    cells = owned_cells(tile.tile_px, step_px)
+    vf = valid_fraction(valid, patch_px, step_px, cells)
+    owned = zone_owned(tile, patch_px, step_px, cells)  # None: the whole tile lies inside its zone's strip
+    if owned is None:
+        owned = np.ones((cells, cells), dtype=bool)
+    return vf, owned, (vf > 0) & (vf >= min_valid) & owned
+
+
 def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | None = None) -> dict[str, Any]:
     """Score one tile and write its rows and summary; returns the summary. Runs on a worker."""
     t0 = time.perf_counter()
     req = plan.request
     scorer = Scorer.load(req.models, threads, req.precision)
     p, s = plan.patch_px, plan.step_px
-    cells = owned_cells(job.tile.tile_px, s)
     raster = read_tile(job.rasters, job.tile, (*plan.bands, *plan.mask_bands), halo_px(p, s))
     t1 = time.perf_counter()
-    vf = valid_fraction(raster.valid, p, s, cells)
+    vf, owned, keep = patches_to_score(raster.valid, job.tile, p, s, req.min_valid)
     has_data = vf > 0
-    keep = has_data & (vf >= req.min_valid)
     rows, cols = np.nonzero(keep)
     path = "none"
     if keep.any():
@@ -304,10 +321,11 @@ def detect_tile(job: TileJob, plan: DetectPlan, out_dir: str, threads: int | Non
     summary = {
         "tile": job.id,
         "epsg": job.tile.epsg,
-        "patches": int(cells * cells),
+        "patches": int(owned.sum()),
+        "other_zone": int((~owned).sum()),
         "scored": int(keep.sum()),
-        "skipped_nodata": int((~has_data).sum()),
-        "skipped_low_valid": int((has_data & ~keep).sum()),
+        "skipped_nodata": int((~has_data & owned).sum()),
+        "skipped_low_valid": int((has_data & owned & ~keep).sum()),
         "written": int(w.sum()),
         "score_max": float(score.max()) if len(score) else None,
         "path": path,
@@ -585,7 +603,7 @@ def run_detect(
         inputs["roi"] = roi_file
     params = {**request.params(), "models": [p.card.name for p in scorer.packages]}
     result = DetectResult(out, plan)
-    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh) as run:
+    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh, writes=(TILES_DIR, PATCHES, PATCHES_GEOJSON, SUMMARY)) as run:
         ids = plan.tile_ids
         run.plan(ids)
         todo_ids = set(run.todo(ids))
@@ -644,6 +662,7 @@ __all__ = [
     "TileJob",
     "detect_tile",
     "merge_tiles",
+    "patches_to_score",
     "plan_detect",
     "run_detect",
     "tile_frame",

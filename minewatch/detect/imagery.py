@@ -20,8 +20,10 @@ and bottom. A raster on the same CRS and pixel lattice is copied by window (no r
 pixels are exactly the composite's); anything else is reprojected with nearest neighbour onto the
 tile grid. Where rasters overlap, the first valid pixel (rasters in sorted order) wins.
 
-A pixel is *valid* when a raster covers it, no selected band equals the raster's nodata value, and
-its clear-observation count (when there is one) is above zero. Composites are harmonised with DN
+A pixel is *valid* when a raster covers it, no selected band equals the raster's nodata value (a
+raster that declares none: not every band 0), and its clear-observation count (when there is one)
+is above zero. Imagery whose values are not digital numbers (float reflectance 0–1, 8-bit RGB) is
+refused when it is opened (:func:`check_value_range`). Composites are harmonised with DN
 clamped at 1, so 0 only ever means "no data".
 """
 
@@ -41,7 +43,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from minewatch.errors import MinewatchError
-from minewatch.grid import FALSE_NORTHING_SOUTH, Tile, tiles_for_geometry
+from minewatch.grid import FALSE_NORTHING_SOUTH, Tile, _transformer, tiles_for_geometry
 
 LEVEL_TAGS = ("PROCESSING_LEVEL", "MINEWATCH_LEVEL")
 TIF_SUFFIXES = (".tif", ".tiff")
@@ -214,6 +216,7 @@ def describe_raster(
                 if assume_bands and names == list(assume_bands):
                     raise MinewatchError(where or path, f"{src.count} bands in the file but --bands names {len(names)} ({','.join(names)})")
                 raise MinewatchError(where or path, f"{src.count} bands in the file but {len(names)} band names given ({','.join(names)})")
+            check_value_range(src, where or path)
             lvl = level or next((tags[t] for t in LEVEL_TAGS if tags.get(t)), None)
             ref = RasterRef(
                 path=path,
@@ -235,6 +238,37 @@ def describe_raster(
     if not ref.is_north_up:
         raise MinewatchError(ref.where, "raster is rotated or not north-up; warp it to a north-up grid first")
     return ref
+
+
+REFLECTANCE_MAX = 10.0
+"""A float raster whose valid values all stay below this is on a reflectance scale (0–1), not DN."""
+
+
+def check_value_range(src: Any, where: str) -> None:
+    """Refuse imagery whose values are not Sentinel-2 digital numbers (reflectance × 10 000).
+
+    Why: the models render DN (``clip(DN / 3000, 0, 1)``); reflectance 0–1 renders as black and
+    scores "no mining" everywhere, exit 0. Integer rasters other than 8-bit are taken as DN (the
+    header says enough, nothing is read); float rasters are sampled once (an overview or a
+    decimated read of at most 512 × 512 px) and refused when every valid value is below
+    :data:`REFLECTANCE_MAX`; 8-bit rasters cannot hold DN and are refused from the header.
+    """
+    dt = np.dtype(src.dtypes[0])
+    if dt.kind in "ui" and dt.itemsize == 1:
+        raise MinewatchError(where, f"imagery is 8-bit ({dt.name}, values 0–255): the models need Sentinel-2 digital numbers (reflectance × 10000, e.g. uint16 composites from 'minewatch composite'), not rendered RGB")
+    if dt.kind != "f":
+        return
+    h, w = min(src.height, 512), min(src.width, 512)
+    a = src.read(out_shape=(src.count, h, w)).astype(np.float64)
+    ok = np.all(np.isfinite(a), axis=0) & np.any(a != 0, axis=0)
+    if src.nodata is not None and not math.isnan(src.nodata):
+        ok &= np.all(a != src.nodata, axis=0)
+    if not ok.any():
+        return  # nothing valid to judge by: the tiles will say "no data"
+    vals = a[:, ok]
+    lo, hi = float(vals.min()), float(vals.max())
+    if hi < REFLECTANCE_MAX:
+        raise MinewatchError(where, f"imagery values run {lo:.3g} to {hi:.3g} ({dt.name}): that is reflectance (0–1), but the models need Sentinel-2 digital numbers (reflectance × 10000); rescale it first, e.g. gdal_calc.py -A in.tif --allBands=A --calc='A*10000' --type=UInt16 --NoDataValue=0 --outfile=dn.tif")
 
 
 def _load_json(path: Path) -> Any:
@@ -350,27 +384,47 @@ def tiles_for_raster(ref: RasterRef, tile_px: int, resolution: float, halo_px: i
 
     A tile reads ``halo_px`` beyond its right and bottom edges, so the raster's footprint is grown by
     ``halo_px`` to the left and top before intersecting. A UTM raster on the 10 m lattice gets tiles
-    of its own zone (its pixels are then copied, never resampled); anything else gets the tiles
-    :func:`minewatch.grid.tiles_for_geometry` assigns to its WGS84 footprint.
+    of its own zone (its pixels are then copied, never resampled) and, where it reaches past its
+    zone's strip, the next zone's tiles over that part; anything else gets the tiles
+    :func:`minewatch.grid.tiles_for_geometry` assigns to its WGS84 footprint (split by zone strip).
+    Which patches of a seam tile are scored is decided per patch by
+    :func:`minewatch.detect.lattice.zone_owned`.
     """
     left, bottom, right, top = ref.bounds
     grow = halo_px * resolution  # metres
     utm = utm_zone_of_epsg(ref.epsg)
     size = tile_px * resolution
+    from pyproj import CRS, Transformer
+
+    tr = _transformer(ref.epsg, 4326) if ref.epsg is not None else Transformer.from_crs(CRS.from_wkt(ref.crs_wkt), 4326, always_xy=True)
     if utm is not None and math.isclose(ref.resolution, resolution) and _on_lattice(ref.transform[2], resolution) and _on_lattice(ref.transform[5], resolution):
         zone, south = utm
-        left, top = left - grow, top + grow
+        gl, gt = left - grow, top + grow
         off = FALSE_NORTHING_SOUTH if south else 0.0
         eps = 1e-6 * size
-        ix0, ix1 = math.floor(left / size), math.ceil(right / size - eps)
-        iy0, iy1 = math.floor((bottom - off) / size), math.ceil((top - off) / size - eps)
-        return [Tile(zone, ix, iy, tile_px, resolution) for iy in range(iy0, iy1) for ix in range(ix0, ix1)]
+        ix0, ix1 = math.floor(gl / size), math.ceil(right / size - eps)
+        iy0, iy1 = math.floor((bottom - off) / size), math.ceil((gt - off) / size - eps)
+        own = [Tile(zone, ix, iy, tile_px, resolution) for iy in range(iy0, iy1) for ix in range(ix0, ix1)]
+        # The raster may reach past its zone's strip (a composite at a seam, a scene in its native
+        # zone): that ground belongs to the next zone's tiles, which read it by reprojection.
+        xs, ys = [left, right, left, right, (left + right) / 2, (left + right) / 2], [bottom, bottom, top, top, bottom, top]
+        lon = np.asarray(tr.transform(xs, ys)[0])
+        cm = -183.0 + 6.0 * zone
+        d = (lon - cm + 180.0) % 360.0 - 180.0
+        if d.min() > -3.0 and d.max() < 3.0:
+            return own
+        others = [t for t in _tiles_for_footprint(ref, tr, grow, tile_px, resolution) if t.zone != zone]
+        return sorted(set(own) | set(others))
+    return _tiles_for_footprint(ref, tr, grow, tile_px, resolution)
+
+
+def _tiles_for_footprint(ref: RasterRef, tr: Any, grow: float, tile_px: int, resolution: float) -> list[Tile]:
+    """Grid tiles (every zone) over the raster's WGS84 footprint grown west and north by ``grow`` m."""
     import shapely
-    from pyproj import CRS, Transformer
     from shapely.geometry import box
     from shapely.ops import transform as shp_transform
 
-    tr = Transformer.from_crs(CRS.from_wkt(ref.crs_wkt), 4326, always_xy=True)
+    left, bottom, right, top = ref.bounds
     foot = shp_transform(tr.transform, shapely.segmentize(box(left, bottom, right, top), max(right - left, top - bottom) / 16))
     # grow west and north by the halo (metres → degrees; generous near the poles, never too small)
     x0, y0, x1, y1 = foot.bounds
@@ -431,6 +485,8 @@ def read_tile(refs: Sequence[RasterRef], tile: Tile, bands: Sequence[str], halo_
     dn = np.zeros((size, size, nb), dtype=np.float32)
     valid = np.zeros((size, size), dtype=bool)
     used: list[str] = []
+    # rasters of the tile's own zone first: their pixels are copied exactly, others are reprojected
+    refs = sorted(refs, key=lambda r: (utm_zone_of_epsg(r.epsg) or (0, False))[0] != tile.zone)
     for ref in refs:
         if valid.all():
             break
@@ -455,11 +511,15 @@ def read_tile(refs: Sequence[RasterRef], tile: Tile, bands: Sequence[str], halo_
 
 
 def _valid_from(ref: RasterRef, data: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Covered pixels minus nodata; a raster that declares no nodata has its all-zero pixels (every
+    band 0, the fill GDAL and most tools leave outside the data) treated as nodata."""
     ok = covered.copy()
     if ref.nodata is not None and not (isinstance(ref.nodata, float) and math.isnan(ref.nodata)):
         ok &= np.all(data != ref.nodata, axis=-1)
     elif ref.nodata is not None:
         ok &= ~np.any(np.isnan(data), axis=-1)
+    else:
+        ok &= np.any(data != 0, axis=-1)
     return ok
 
 
@@ -529,6 +589,8 @@ def _read_warped(ref: RasterRef, tile: Tile, idx: list[int], size: int) -> tuple
             )  # fmt: skip
     arr = np.moveaxis(data, 0, -1)
     ok = ~np.any(np.isnan(arr), axis=-1)
+    if ref.nodata is None:  # no declared nodata: all-zero pixels are fill, as in _valid_from
+        ok &= np.any(arr != 0, axis=-1)
     if ref.clear_path:
         clear = np.full((size, size), np.nan, dtype=np.float64)
         with rasterio.open(ref.clear_path) as csrc:

@@ -73,3 +73,49 @@ def footprints_wgs84(tile: Tile, rows_px: np.ndarray, cols_px: np.ndarray, patch
     lon, lat = _transformer(tile.epsg, 4326).transform(xs.ravel(), ys.ravel())
     coords = np.stack([np.asarray(lon).reshape(n, 5), np.asarray(lat).reshape(n, 5)], axis=-1)
     return shapely.polygons(coords)
+
+
+def _dlon(lon: np.ndarray, zone: int) -> np.ndarray:
+    """Longitude relative to the zone's central meridian, in (-180, 180] (continuous across ±180)."""
+    cm = -183.0 + 6.0 * zone
+    return (np.asarray(lon) - cm + 180.0) % 360.0 - 180.0
+
+
+def zone_owned(tile: Tile, patch_px: int, step_px: int, cells: int) -> np.ndarray | None:
+    """Which of the tile's lattice patches its UTM zone owns (``cells × cells`` bool), None for all.
+
+    Why: tiles are squares of a zone's own lattice, so a tile at a zone seam reaches past the
+    zone's strip into the next zone, whose tiles cover the same ground on their own lattice; scoring
+    both counted the seam twice. Each patch stands for its *central cell* (the ``step × step``
+    square at its centre: the central cells of a lattice tile the plane, one per patch). A location
+    belongs to the zone whose strip holds its longitude, and within that zone to the patch whose
+    central cell holds it; a patch is owned (scored) exactly when its central cell reaches into the
+    zone's strip. So every location is owned by one patch of one tile of one zone, and a seam
+    costs only the one column of cells the seam cuts, not a tile's width.
+
+    Cells are tested by their four corners (a cell's longitude range lies between its corners' to
+    well under a millimetre for 240 m cells). Only tiles whose window crosses a seam compute
+    anything; every other tile returns None at the cost of one 4-point projection.
+    """
+    left, _, _, top = tile.bounds
+    res = tile.resolution
+    lo = (patch_px - step_px) / 2.0  # central cell of patch k spans [k*s + lo, k*s + lo + s) px
+    span = (cells * step_px) * res
+    x0, y0 = left + lo * res, top - lo * res
+    tr = _transformer(tile.epsg, 4326)
+    cx = np.array([x0, x0 + span, x0, x0 + span])
+    cy = np.array([y0, y0, y0 - span, y0 - span])
+    d = _dlon(tr.transform(cx, cy)[0], tile.zone)
+    if d.max() < 3.0 and d.min() > -3.0:
+        return None
+    k = np.arange(cells + 1, dtype=np.float64) * step_px * res
+    gx, gy = np.meshgrid(x0 + k, y0 - k)  # corner (row i, col j) at gy[i, j], gx[i, j]
+    lon = _dlon(np.asarray(tr.transform(gx.ravel(), gy.ravel())[0]).reshape(gx.shape), tile.zone)
+    corners = np.stack([lon[:-1, :-1], lon[:-1, 1:], lon[1:, :-1], lon[1:, 1:]])
+    return (corners.min(axis=0) < 3.0) & (corners.max(axis=0) > -3.0)
+
+
+def owns_any(tile: Tile, patch_px: int, step_px: int) -> bool:
+    """Whether the tile owns at least one lattice patch of its zone (see :func:`zone_owned`)."""
+    owned = zone_owned(tile, patch_px, step_px, owned_cells(tile.tile_px, step_px))
+    return owned is None or bool(owned.any())

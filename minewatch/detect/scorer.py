@@ -68,9 +68,10 @@ class ThreadedPackage(ModelPackage):
             if self.threads < (os.cpu_count() or 1):
                 # sharing the machine with other workers: sleep instead of spinning between ops
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        from minewatch.models.package import ort_providers
+
         try:
-            return ort.InferenceSession(str(path), opts, providers=providers)
+            return ort.InferenceSession(str(path), opts, providers=ort_providers())
         except Exception as e:  # onnxruntime raises its own exception types
             raise MinewatchError(path, f"not a loadable ONNX graph ({str(e).splitlines()[0][:200]})") from None
 

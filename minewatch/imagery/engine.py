@@ -88,6 +88,8 @@ class RunResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    empty: dict[str, str] = field(default_factory=dict)
+    """Tiles with no scene in the window: a final state (recorded, never retried), not a failure."""
     summary: str = ""
 
     @property
@@ -168,7 +170,8 @@ def process_tile(plan: TilePlan, source: Source, out_dir: str, chunk_px: int = 5
         raise ValueError(f"unknown reader {reader!r} (one of {', '.join(READERS)})")
     if tile_threads is None:  # on a cluster's worker: its cores shared by the tasks it runs at once
         tile_threads = _worker_share()
-    configure_reader(source)
+    if reader == "odc":
+        configure_reader(source)  # odc-stac's GDAL settings (the direct reader opens files in load.reader_env)
     if reader == "direct":
         fn = lambda: direct_composite(plan, source, tile_threads)  # noqa: E731
     else:
@@ -359,7 +362,7 @@ def run_composites(
     """Composite every tile into ``out_dir`` (see the module docstring). Resumable; returns counts."""
     from minewatch.runs import RunContext
 
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()  # the run records outputs relative to it: a relative --out would be joined twice
     say = log or (lambda s: None)
     source.check_access()
     params = {**request.params(), "source": source.name, "tiles": [t.id for t in tiles], "tile_px": tiles[0].tile_px if tiles else None, "resolution": tiles[0].resolution if tiles else None}
@@ -369,7 +372,7 @@ def run_composites(
     if source.kind == "file":
         inputs["catalog"] = source.location
     result = RunResult(out)
-    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh) as run:
+    with RunContext(out, COMMAND, params=params, inputs=inputs, argv=argv, fresh=fresh, writes=("tiles", TILE_LIST, COLLECTION)) as run:
         ids = [t.id for t in tiles]
         write_json_atomic(out / TILE_LIST, tile_list_geojson(tiles))
         run.add_output(out / TILE_LIST)
@@ -397,8 +400,8 @@ def run_composites(
             for t in todo:
                 if t.id not in plan_ids:
                     msg = f"no Sentinel-2 {request.level} scenes in {request.start}..{request.end} with scene cloud ≤ {request.max_scene_cloud:g}%"
-                    run.tile_failed(t.id, msg)
-                    result.failed[t.id] = msg
+                    run.tile_empty(t.id, msg)  # final: a rerun would find none again
+                    result.empty[t.id] = msg
 
             def done(tid: str, paths: list[str]) -> None:
                 run.tile_done(tid, paths)

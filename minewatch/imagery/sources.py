@@ -170,7 +170,9 @@ def resolve_source(
     if name == "earth-search":
         coll = collection or ("sentinel-2-c1-l2a" if level == "L2A" else "sentinel-2-l1c")
         keys = {b: k for b, k in COMMON_NAMES.items() if not (level == "L2A" and b == "B10") and not (level == "L1C" and b == "SCL")}
-        return Source(name, "api", EARTH_SEARCH_URL, level, coll, tuple(keys.items()), requester_pays=level == "L1C", **common)
+        # MINEWATCH_EARTH_SEARCH_URL: a mirror or a local STAC API with the same collections (the README test uses one)
+        url = os.environ.get("MINEWATCH_EARTH_SEARCH_URL") or EARTH_SEARCH_URL
+        return Source(name, "api", url, level, coll, tuple(keys.items()), requester_pays=level == "L1C" and url == EARTH_SEARCH_URL, **common)
     if name == "planetary-computer":
         if level == "L1C":
             raise MinewatchError("--source planetary-computer", "Planetary Computer has no Sentinel-2 L1C collection; use --level l2a, or --source earth-search --level l1c (AWS credentials) or a local catalog")

@@ -56,7 +56,7 @@ def read_zones(path: str | Path, id_field: str, name_field: str | None = None) -
     path = Path(path)
     gdf = read_vector(path)
     cols = [c for c in gdf.columns if c != gdf.geometry.name]
-    for opt, f in (("--id-field", id_field), ("--name-field", name_field)):
+    for opt, f in (("--zone-id-field", id_field), ("--zone-name-field", name_field)):
         if f is not None and f not in gdf.columns:
             raise MinewatchError(path, f"{opt} {f!r} is not a property of the zones (properties: {cols})")
     gdf = gdf[gdf.geometry.notna()]
@@ -82,13 +82,13 @@ def read_zones(path: str | Path, id_field: str, name_field: str | None = None) -
             if len(clash):
                 zid = clash.index[0]
                 shown = sorted(dup.loc[dup["zone_id"] == zid, "zone_name"].unique())[:3]
-                raise MinewatchError(path, f"{len(clash)} {id_field!r} value(s) are shared by zones with different names (e.g. {zid!r}: {shown}); ids must be unique — choose another --id-field or fix the file")
+                raise MinewatchError(path, f"{len(clash)} {id_field!r} value(s) are shared by zones with different names (e.g. {zid!r}: {shown}); ids must be unique — choose another --zone-id-field or fix the file")
         else:
             differ = dup.groupby("zone_id", sort=False)["geometry"].agg(lambda g: not all(shapely.equals(np.asarray(g)[0], np.asarray(g)[1:])))
             clash = differ[differ]
             if len(clash):
                 zid = clash.index[0]
-                raise MinewatchError(path, f"{len(clash)} {id_field!r} value(s) are shared by different geometries (e.g. {zid!r}, {int((dup['zone_id'] == zid).sum())} rows; ids compare as numbers, 1 = 1.0); ids must be unique — give --name-field to merge rows of one named zone, choose another --id-field, or fix the file")
+                raise MinewatchError(path, f"{len(clash)} {id_field!r} value(s) are shared by different geometries (e.g. {zid!r}, {int((dup['zone_id'] == zid).sum())} rows; ids compare as numbers, 1 = 1.0); ids must be unique — give --zone-name-field to merge rows of one named zone, choose another --zone-id-field, or fix the file")
         merged = {str(k): int(v) for k, v in dup.groupby("zone_id", sort=False).size().items()}
         agg = df.groupby("zone_id", sort=False).agg(zone_name=("zone_name", "first"), geometry=("geometry", lambda g: shapely.union_all(np.asarray(g))))
         df = agg.reset_index()
@@ -125,14 +125,20 @@ def disjoint_pieces(geoms: np.ndarray, periods: np.ndarray) -> tuple[np.ndarray,
     """
     pieces = np.asarray(geoms, dtype=object).copy()
     found: dict[str, dict[str, float]] = {}
-    periods = np.asarray(periods).astype(str)
-    for p in pd.unique(periods):
-        idx = np.flatnonzero(periods == p)
+    codes, uniq = pd.factorize(np.asarray(periods).astype(str))
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(uniq)))
+    for k, p in enumerate(uniq):
+        idx = order[(ends[k - 1] if k else 0) : ends[k]]
         if len(idx) < 2:
             continue
         g = pieces[idx]
-        i, j = shapely.STRtree(g).query(g, predicate="intersects")
+        i, j = shapely.STRtree(g).query(g)  # envelope candidates: no predicate evaluated yet
         m = i < j
+        i, j = i[m], j[m]
+        b = shapely.bounds(g)
+        # polygons whose envelopes only share an edge (adjacent patches, the usual case) cannot overlap
+        m = (np.minimum(b[i, 2], b[j, 2]) > np.maximum(b[i, 0], b[j, 0])) & (np.minimum(b[i, 3], b[j, 3]) > np.maximum(b[i, 1], b[j, 1]))
         i, j = i[m], j[m]
         if len(i) == 0:
             continue

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -99,11 +100,16 @@ class ModelPackage:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         try:
-            return ort.InferenceSession(str(path), opts, providers=providers)
+            return ort.InferenceSession(str(path), opts, providers=ort_providers())
         except Exception as e:  # onnxruntime raises its own exception types
             raise MinewatchError(path, f"not a loadable ONNX graph ({str(e).splitlines()[0][:200]})") from None
+
+    @property
+    def execution_provider(self) -> str:
+        """The ONNX Runtime execution provider that actually runs this package (``CUDAExecutionProvider``
+        or ``CPUExecutionProvider``): ONNX Runtime falls back to CPU when CUDA cannot start, so ask the session."""
+        return str(self.patch_session.get_providers()[0])
 
     @cached_property
     def patch_session(self) -> Any:
@@ -179,6 +185,16 @@ class ModelPackage:
             )
             return True
         return False
+
+
+def ort_providers() -> list[str]:
+    """Execution providers to ask ONNX Runtime for, best first: CUDA when this onnxruntime build has
+    it (the ``gpu`` extra installs ``onnxruntime-gpu``), then CPU. ``MINEWATCH_DEVICE=cpu`` forces CPU."""
+    import onnxruntime as ort
+
+    want = ("CPUExecutionProvider",) if os.environ.get("MINEWATCH_DEVICE", "").lower() == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
+    have = set(ort.get_available_providers())
+    return [p for p in want if p in have] or ["CPUExecutionProvider"]
 
 
 def resolve_package_path(name_or_path: str | Path) -> Path:

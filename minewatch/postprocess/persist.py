@@ -275,8 +275,9 @@ def persistence(sightings: Sightings, periods: Sequence[str], params: PersistPar
     """One row per confirmed or provisional location (columns :data:`LOCATION_COLUMNS` + geometry).
 
     ``periods``: every period given as input (a period with no detection still closes windows).
-    ``period`` on a row is the period its geometry, score and hectares come from: the onset year for
-    a confirmed row, the latest open sighting passing the provisional thresholds for a provisional one.
+    ``period`` on a row is the period that dates it (and its geometry, score and hectares): the
+    onset year for a confirmed row, the first open sighting passing the provisional thresholds for a
+    provisional one. Alerts take their detection-date window from it.
     """
     t = sightings.table
     open_, closed = open_periods(periods, params.window)
@@ -316,7 +317,7 @@ def persistence(sightings: Sightings, periods: Sequence[str], params: PersistPar
     pv = o[o["prov"]]
     lid_p = pd.unique(pv["location_id"])
     o = o[o["location_id"].isin(set(lid_p))]
-    last_prov = pv.drop_duplicates("location_id", keep="last").set_index("location_id").reindex(lid_p)
+    last_prov = pv.drop_duplicates("location_id", keep="first").set_index("location_id").reindex(lid_p)  # first provisional-grade sighting
     onset_p = o[o["_q"] == 0].groupby("location_id", sort=False)["period"].first().reindex(lid_p)
     provisional = pd.DataFrame({
         "location_id": lid_p, "status": STATUS_PROVISIONAL, "onset": onset_p.astype(object).where(onset_p.notna(), None).to_numpy(),
@@ -606,7 +607,7 @@ def write_geojson_fast(gdf: gpd.GeoDataFrame, target: Path, meta: dict[str, obje
     from minewatch.postprocess.io import _json_default
 
     gdf = gdf.to_crs(4326) if gdf.crs is not None and not gdf.crs.equals("EPSG:4326") else gdf
-    geoms = shapely.set_precision(gdf.geometry.to_numpy(), 10.0**-precision) if len(gdf) else np.zeros(0, dtype=object)
+    geoms = shapely.transform(gdf.geometry.to_numpy(), lambda c: np.round(c, precision)) if len(gdf) else np.zeros(0, dtype=object)
     gj = shapely.to_geojson(geoms) if len(gdf) else np.zeros(0, dtype=object)
     props = pd.DataFrame(gdf.drop(columns=gdf.geometry.name)).to_json(orient="records", lines=True, double_precision=10) if len(gdf) else ""
     lines = props.splitlines() if props else []
@@ -697,7 +698,7 @@ def persistence_increments(sightings: Sightings, periods: Sequence[str], params:
         "location_id": prov["location_id"].to_numpy(), "status": STATUS_PROVISIONAL,
         "onset": prov["period"].map(onset_open).to_numpy(dtype=object), "confirmed_in": None,
         "n_witness": prov["period"].map(open_from).to_numpy(dtype=int), "first_seen": prov["period"].to_numpy(),
-        "last_seen": last_label, "period": rank_open[-1].label if rank_open else last_label,
+        "last_seen": last_label, "period": prov["period"].to_numpy(),
         "n_seen": prov["period"].map(seen_from).to_numpy(dtype=int),
         "score": prov["score"].to_numpy(), "area_ha": prov["area_ha"].to_numpy(), "geometry": prov["geometry"].to_numpy(),
     })  # fmt: skip

@@ -70,7 +70,31 @@ def check_inputs(pkg: ModelPackage, chips: ChipSet, rerender: bool = False) -> d
     if h < p:
         raise MinewatchError(where, f"chips are {h}×{w} px but model {pkg.card.name!r} needs {p}×{p} patches")
     plan["crop_offset"] = (h - p) // 2
+    check_chip_values(chips, where)
     return plan
+
+
+def check_chip_values(chips: ChipSet, where: str, sample: int = 2000) -> None:
+    """Refuse chips whose values are on another scale than their rendering says.
+
+    Why: 0–1 floats under a ``uint8_clip`` rendering (0–255) score as near-black patches, and
+    ``evaluate`` printed AP 0.42 for a good model with no warning. The expected range is the
+    rendering of DN 0 to 3000 (forest and bare soil in visible bands; the RGB chips' saturation
+    point); chips whose largest value (in the first ``sample`` chips) stays under a twentieth of it
+    are refused, naming the range found and the one expected.
+    """
+    x = np.asarray(chips.pixels[:sample])
+    if x.size == 0 or x.dtype.kind not in "fiu":
+        return
+    finite = x[np.isfinite(x)] if x.dtype.kind == "f" else x
+    if finite.size == 0:
+        raise MinewatchError(where, "chip values are all NaN or infinite")
+    lo, hi = float(finite.min()), float(finite.max())
+    r = chips.spec.rendering
+    top = float(np.max(r.apply(np.array([0.0, 3000.0]))))
+    base = float(np.min(r.apply(np.array([0.0, 3000.0]))))
+    if hi - base < (top - base) / 20.0:
+        raise MinewatchError(where, f"chip values run {lo:.3g} to {hi:.3g} ({x.dtype.name}) but their rendering ({r.kind}, scale {r.scale:g}) gives {base:.3g} to {top:.3g} for DN 0–3000: the chips are on another scale (e.g. 0–1 instead of 0–255); rescale them or fix bands.json")
 
 
 def _batches(pkg: ModelPackage, chips: ChipSet, plan: dict[str, Any], batch_size: int) -> Iterator[np.ndarray]:
@@ -89,7 +113,7 @@ def score_chips(pkg: ModelPackage, chips: ChipSet, rerender: bool = False, batch
     plan = check_inputs(pkg, chips, rerender)
     out = []
     n_batches = math.ceil(len(chips) / batch_size)
-    for x in tqdm(_batches(pkg, chips, plan, batch_size), total=n_batches, desc="scoring", unit="batch", disable=not progress, mininterval=1.0, leave=False):
+    for x in tqdm(_batches(pkg, chips, plan, batch_size), total=n_batches, desc="scoring", unit="batch", disable=None if progress else True, mininterval=1.0, leave=False):
         out.append(pkg.score_patches(x, batch_size))
     if not out:
         return np.zeros((0, len(pkg.card.members)), np.float32)
@@ -293,6 +317,8 @@ def format_report(result: dict[str, Any]) -> str:
         f"model   {mdl['name']}  ({len(mdl['members'])} member{'s' if len(mdl['members']) > 1 else ''}, bands {','.join(mdl['bands'])}, {mdl['patch_px']} px)",
         f"chips   {result['chips']['path']}  n={ov['n']}  mines={ov['n_pos']}",
     ]
+    if mdl.get("execution_provider"):
+        lines.append(f"scoring ONNX Runtime on {mdl['execution_provider']}")
     if result["chips"].get("which"):
         lines.append(f"        {result['chips']['which']}")
     if result["input"]["crop_offset_px"]:

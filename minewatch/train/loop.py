@@ -21,6 +21,7 @@ import copy
 import datetime as dt
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -78,6 +79,9 @@ class TrainConfig:
     """CPU threads. 1 by default: on a shared machine a second thread waiting for a busy core makes
     every op slower (measured 3.2 vs 8.5 ms/chip for mwnet), and one thread is trivially deterministic."""
     deterministic: bool = True
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when PyTorch sees a GPU, else CPU); see :func:`resolve_device`.
+    Not part of the checkpoint signature: a run may resume on another device."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tta: bool = False
     """Dihedral test-time augmentation inside the exported graphs (export only: not in the checkpoint signature)."""
@@ -90,6 +94,8 @@ class TrainConfig:
         d = asdict(self)
         if d["split_seed"] is None:  # keep the signature of runs made before the field existed
             del d["split_seed"]
+        if d["device"] == "cpu":  # likewise
+            del d["device"]
         d["augment"] = self.augment.to_dict()
         return d
 
@@ -101,6 +107,25 @@ class TrainConfig:
             if k in aug:
                 aug[k] = tuple(aug[k])
         return cls(**d, augment=AugmentConfig(**aug))
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` → ``cuda`` when PyTorch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    name = (name or "cpu").lower()
+    if name not in ("auto", "cpu", "cuda"):
+        raise MinewatchError("--device", f"must be auto, cpu or cuda, got {name!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MinewatchError("--device cuda", f"PyTorch {torch.__version__} sees no CUDA GPU (a CPU build, or no driver): use --device cpu or auto")
+    return name
+
+
+def device_description(device: str, threads: int) -> str:
+    """One line naming the device that trains: the GPU's name, or the CPU threads."""
+    if device == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)}, PyTorch {torch.__version__})"
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''}, PyTorch {torch.__version__})"
 
 
 def setup_torch(threads: int, deterministic: bool) -> None:
@@ -118,12 +143,13 @@ def _to_nchw(pixels: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, pixels: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Eval-mode logits (N,) for rendered chips N×H×W×C (uint8 or float)."""
+    """Eval-mode logits (N,) for rendered chips N×H×W×C (uint8 or float), on the model's device."""
     model.eval()
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, len(pixels), batch_size):
-        x = _to_nchw(pixels[i : i + batch_size]).float().contiguous(memory_format=torch.channels_last)
-        out.append(model(x).float().reshape(len(x), -1).mean(1))
+        x = _to_nchw(pixels[i : i + batch_size]).float().to(dev).contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float().reshape(len(x), -1).mean(1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
@@ -189,10 +215,13 @@ def train_model(
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if device == "cuda" and cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS needs it set before use
     setup_torch(cfg.threads, cfg.deterministic)
     in_bands = train.pixels.shape[-1]
     torch.manual_seed(cfg.seed)
-    model = archs.build(cfg.arch, in_bands).to(memory_format=torch.channels_last)
+    model = archs.build(cfg.arch, in_bands).to(device).to(memory_format=torch.channels_last)
     n_pos = int(train.labels.sum())
     n_neg = len(train) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -209,7 +238,7 @@ def train_model(
     state: dict[str, Any] = {"epoch": 0, "best_ap": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     best_state: dict[str, torch.Tensor] | None = None
     ckpt_path = workdir / CHECKPOINT
-    sig_cfg = {k: v for k, v in cfg.to_dict().items() if k != "tta"}
+    sig_cfg = {k: v for k, v in cfg.to_dict().items() if k not in ("tta", "device")}
     signature = {"config": sig_cfg, "n_train": len(train), "n_val": len(val), "data": data_digest}
     if ckpt_path.exists():
         try:
@@ -229,7 +258,7 @@ def train_model(
     x_train = _to_nchw(train.pixels)
     y_train = torch.from_numpy(train.labels.astype(np.float32))
     val_l2a = simulate_l2a(val.pixels) if val.pixels.shape[-1] == 3 and val.spec.bands == ["B4", "B3", "B2"] else None
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
     eps = cfg.label_smoothing
 
     start_epoch = state["epoch"]
@@ -248,8 +277,8 @@ def train_model(
         tot, nb = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = augment_batch(x_train[idx].float(), cfg.augment, g).contiguous(memory_format=torch.channels_last)
-            y = y_train[idx] * (1 - eps) + 0.5 * eps
+            x = augment_batch(x_train[idx].float(), cfg.augment, g).to(device).contiguous(memory_format=torch.channels_last)
+            y = (y_train[idx] * (1 - eps) + 0.5 * eps).to(device)
             logits = model(x).reshape(-1)
             loss = loss_fn(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -295,9 +324,9 @@ def train_model(
         bar.set_postfix(loss=f"{rec['loss']:.3f}", val_ap=f"{ap:.4f}", best=f"{state['best_ap']:.4f}")
     bar.close()
 
-    final = archs.build(cfg.arch, in_bands)
+    final = archs.build(cfg.arch, in_bands)  # on the CPU: export and scoring run there
     assert best_state is not None
-    final.load_state_dict(best_state)
+    final.load_state_dict({k: v.cpu() for k, v in best_state.items()})
     final.eval()
     return TrainResult(
         model=final,
@@ -373,7 +402,8 @@ def train_package(
         "n_val": len(val),
         "n_val_pos": int(val.labels.sum()),
         "n_holdout": int(sum(len(v) for v in split.holdouts.values())),
-        "holdout_regions": [str(r) for r in holdout_regions],
+        "holdout_regions": [Path(r).name for r in holdout_regions],  # names: cards carry no machine paths
+        "device": device_description(resolve_device(cfg.device), cfg.threads),
         "holdout_sources": list(holdout_sources),
         "seed": cfg.seed,
         "epochs_run": res.epochs_run,

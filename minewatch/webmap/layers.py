@@ -200,12 +200,23 @@ class PeriodStats:
 
 def period_stats(layer: gpd.GeoDataFrame, new: gpd.GeoDataFrame) -> list[PeriodStats]:
     """Per-period totals in time order."""
+    from minewatch.impacts.zonal import disjoint_pieces
+
+    # overlapping polygons of one period (a layer given twice) count once: each polygon's area is
+    # scaled by the share of it no earlier polygon of its period covers (as in impacts)
+    area = layer["area_ha"].to_numpy(dtype=float)
+    if len(layer):
+        ea = layer.to_crs(EQUAL_AREA_CRS).geometry.to_numpy()
+        own, found = disjoint_pieces(ea, layer["period"].astype(str).to_numpy())
+        if found:
+            whole = shapely.area(ea)
+            area = area * np.divide(shapely.area(own), whole, out=np.ones_like(whole), where=whole > 0)
     out, cum = [], 0.0
     for p in sort_periods(layer["period"].tolist()):
-        sel = layer["period"] == p
+        sel = (layer["period"] == p).to_numpy()
         nw = float(new.loc[new["period"] == p, "area_ha"].sum())
         cum += nw
-        out.append(PeriodStats(p, int(sel.sum()), float(layer.loc[sel, "area_ha"].sum()), nw, cum))
+        out.append(PeriodStats(p, int(sel.sum()), float(area[sel].sum()), nw, cum))
     return out
 
 

@@ -1,0 +1,35 @@
+"""``minewatch change``: growth, persisting and receding mining per period."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="change")
+@click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--min-polygon-ha", type=float, default=11.0, show_default=True,
+              help="Drop growth/receding pieces smaller than this (equal-area hectares; the reference's 11 ha).")
+@click.option("--layers-are", type=click.Choice(["auto", "increments", "detections"]), default="auto", show_default=True,
+              help="Layers hold each period's detections, or only what is new in it (the published layers); auto decides from their overlap.")
+def command(layers: tuple[Path, ...], out_dir: Path, min_polygon_ha: float, layers_are: str) -> None:
+    """Change products of mining LAYERS (files or a folder): OUT/change.{parquet,geojson,csv}.
+
+    Growth is each period's cumulative footprint minus the previous one; persisting and receding
+    compare a period's state with the previous one. Quarters are merged onto the previous full year,
+    and a year's annual layer supersedes its quarters. Areas are equal-area (EPSG:6933).
+    """
+    from minewatch.postprocess.change import run_change
+
+    res = run_change([str(p) for p in layers], str(out_dir), min_polygon_ha=min_polygon_ha, layers_are=layers_are)
+    click.echo(f"layers read as {res.table.attrs['layers_are']}")
+    for r in res.table.itertuples():
+        if r.baseline:
+            click.echo(f"{r.period:>7}  baseline {r.state_ha:>12,.1f} ha")
+            continue
+        click.echo(f"{r.period:>7}  growth {r.growth_ha:>10,.1f} ha in {int(r.growth_pieces):>5,} pieces ≥ {min_polygon_ha:g} ha "
+                   f"({r.growth_dropped_ha:,.1f} ha in {int(r.growth_dropped_pieces):,} smaller dropped)   persisting {r.persisting_ha:>12,.1f} ha   "
+                   f"receding {r.receding_ha:>10,.1f} ha   cumulative {r.cumulative_ha:>12,.1f} ha")
+    click.echo(f"wrote {out_dir}/change.parquet, change.geojson, change.csv")
