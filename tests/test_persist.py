@@ -206,6 +206,14 @@ def test_persist_on_patch_files(tmp_path: Path) -> None:
     assert per["2024"]["provisional"] == 11  # 10 more of the cluster + 1 isolated but scoring above the strict bar
     loc = gpd.read_parquet(tmp_path / "persist out" / "locations.parquet")
     assert loc.crs.equals("EPSG:4326") and set(loc["status"]) == {"confirmed", "provisional"}
+    # a run: manifest + verify; the next year's run into the same folder carries the confirmed rows
+    assert _cli(["verify", "persist out"], tmp_path).returncode == 0
+    (work / "2022").rename(tmp_path / "2022 archived")  # the folder no longer holds 2022 ...
+    r = _cli(["persist", "my run", "--out", "persist out"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = gpd.read_parquet(tmp_path / "persist out" / "locations.parquet")
+    assert (again["status"] == "confirmed").sum() == 50  # ... yet the 50 locations confirmed in 2023 stay confirmed
+    assert set(again.loc[again["status"] == "confirmed", "onset"]) == {"2022"}
 
 
 def test_persist_on_published_layers(tmp_path: Path) -> None:

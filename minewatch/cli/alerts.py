@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+WRITES = ("alerts.geojson", "alerts.csv", "alerts.csv.meta.json", "alerts.gpkg", "comapeo_alerts.json", "comapeo_alerts_points.json",
+          "guardian_connector.geojson", "summary.json")  # fmt: skip
+
 
 @click.command(name="alerts")
 @click.argument("persistence", type=click.Path(path_type=Path))
@@ -29,11 +32,18 @@ def command(persistence: Path, since: str, out_dir: Path, zones: Path | None, id
     Example:
       minewatch alerts persist/ --since 2024 --zones territories.geojson --id-field id --out alerts/
     """
-    from minewatch.impacts.alerts import run_alerts
+    from minewatch.impacts.alerts import read_persistence, run_alerts
     from minewatch.periods import parse_period
+    from minewatch.runs import UnitRun, abs_path
 
-    parse_period(since, "--since")  # refuse a bad period before reading anything
-    aset = run_alerts(persistence, out_dir, since, zones=zones, id_field=id_field, name_field=name_field, airstrips=airstrips)
+    since = parse_period(since, "--since").label  # refuse a bad period before reading anything
+    out_dir = abs_path(out_dir)
+    _, layer = read_persistence(abs_path(persistence))
+    inputs = {"persistence": layer, **({"zones": abs_path(zones)} if zones else {}), **({"airstrips": abs_path(airstrips)} if airstrips else {})}
+    params = {"since": since, "id_field": id_field, "name_field": name_field}
+    with UnitRun(out_dir, "alerts", params, inputs, writes=WRITES) as run:
+        aset = run_alerts(layer, run.staging, since, zones=inputs.get("zones"), id_field=id_field, name_field=name_field,
+                          airstrips=inputs.get("airstrips"))  # fmt: skip
     s = aset.summary
     click.echo(f"{s['alerts']:,} alerts since {s['since']} ({', '.join(f'{v:,} {k}' for k, v in s['by_status'].items()) or 'none'}), "
                f"{s['area_ha']:,.1f} ha")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+WRITES = ("change.parquet", "change.geojson", "change.csv", "change.csv.meta.json")
+
 
 @click.command(name="change")
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -21,9 +23,17 @@ def command(layers: tuple[Path, ...], out_dir: Path, min_polygon_ha: float, laye
     compare a period's state with the previous one. Quarters are merged onto the previous full year,
     and a year's annual layer supersedes its quarters. Areas are equal-area (EPSG:6933).
     """
+    from minewatch.errors import MinewatchError
     from minewatch.postprocess.change import run_change
+    from minewatch.postprocess.persist import expand_inputs
+    from minewatch.runs import UnitRun, abs_path
 
-    res = run_change([str(p) for p in layers], str(out_dir), min_polygon_ha=min_polygon_ha, layers_are=layers_are)
+    if not min_polygon_ha >= 0:
+        raise MinewatchError("--min-polygon-ha", f"must be ≥ 0, got {min_polygon_ha}")
+    out_dir = abs_path(out_dir)
+    files = [abs_path(f) for f in expand_inputs([abs_path(p) for p in layers])]
+    with UnitRun(out_dir, "change", {"min_polygon_ha": min_polygon_ha, "layers_are": layers_are}, {"layers": files}, writes=WRITES) as run:
+        res = run_change([str(f) for f in files], str(run.staging), min_polygon_ha=min_polygon_ha, layers_are=layers_are)
     click.echo(f"layers read as {res.table.attrs['layers_are']}")
     for r in res.table.itertuples():
         if r.baseline:

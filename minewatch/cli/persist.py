@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+WRITES = ("persistence.parquet", "persistence.geojson", "locations.parquet", "summary.csv", "summary.csv.meta.json", "summary.json")
+
 
 @click.command(name="persist")
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -34,11 +36,16 @@ def command(layers: tuple[Path, ...], out_dir: Path, k: int, window: int, t_prov
       minewatch persist ../shared/data/upstream/detections --out persist/
       minewatch persist mon/2024/detect/patches.parquet mon/2025/detect/patches.parquet --out persist/ --k 2 --window 2
     """
-    from minewatch.postprocess.persist import PersistParams, card_thresholds_for, run_persist
+    from minewatch.postprocess.persist import PersistParams, card_thresholds_for, expand_inputs, run_persist
+    from minewatch.runs import UnitRun, abs_path
 
     params = PersistParams(k=k, window=window)
     thresholds = card_thresholds_for(model, t_main=t_main, t_iso=t_iso, t_prov_ref=t_prov, t_prov_iso_ref=t_prov_iso)
-    res = run_persist(list(layers), out_dir, params, thresholds=thresholds, layers_are=layers_are, overwrite=overwrite)
+    out_dir = abs_path(out_dir)
+    files = [abs_path(f) for f in expand_inputs([abs_path(p) for p in layers])]
+    run_params = {"rule": params.as_dict(), "thresholds": thresholds.as_dict(), "layers_are": layers_are, "overwrite": overwrite}
+    with UnitRun(out_dir, "persist", run_params, {"layers": files}, writes=WRITES) as run:
+        res = run_persist(files, run.staging, params, thresholds=thresholds, layers_are=layers_are, overwrite=overwrite, state_dir=out_dir)
     info = res.info
     click.echo(f"layers read as {info['layers_are']} ({info['repeat_share']:.1%} of locations seen in more than one year)")
     for r in res.summary.itertuples():

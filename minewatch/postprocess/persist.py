@@ -349,32 +349,32 @@ def merge_previous(new: gpd.GeoDataFrame, previous: gpd.GeoDataFrame | None) -> 
     """Carry the previous run's confirmed rows that the new run does not confirm; drop its provisional rows.
 
     A location confirmed in both keeps the earlier onset (and that row's ``confirmed_in``), with the
-    newer ``last_seen``. Provisional rows of the previous run are simply not carried: this run's
-    provisional rows replace them.
+    newer ``last_seen``. A location confirmed before and only provisional now stays confirmed (the
+    previous row). Provisional rows of the previous run are simply not carried: this run's provisional
+    rows replace them.
     """
     if previous is None or len(previous) == 0:
         return new
     prev_c = previous[previous["status"] == STATUS_CONFIRMED]
     if len(prev_c) == 0:
         return new
-    new_idx = new.set_index("location_id")
-    keep_rows = []
-    for _, r in prev_c.iterrows():
-        lid = r["location_id"]
-        if lid in new_idx.index and new_idx.at[lid, "status"] == STATUS_CONFIRMED:
-            if parse_period(r["onset"]) < parse_period(new_idx.at[lid, "onset"]):
-                later = max(parse_period(r["last_seen"]), parse_period(new_idx.at[lid, "last_seen"]))
-                rr = r.copy()
-                rr["last_seen"] = later.label
-                keep_rows.append(rr)
-                new = new[new["location_id"] != lid]
-            continue
-        new = new[new["location_id"] != lid]  # a provisional row of a location confirmed before: it stays confirmed
-        keep_rows.append(r)
-    if not keep_rows:
-        return _finish(new.copy())
-    carried = gpd.GeoDataFrame(pd.DataFrame(keep_rows), geometry="geometry", crs=4326)
-    return _finish(gpd.GeoDataFrame(pd.concat([new, carried[new.columns]], ignore_index=True), geometry="geometry", crs=4326))
+    prev_c = prev_c.set_index("location_id")
+    cur = new.set_index("location_id")
+    both = prev_c.index.intersection(cur.index[cur["status"] == STATUS_CONFIRMED])
+    pkey = {p: parse_period(p).key for p in pd.unique(pd.concat([prev_c["onset"], prev_c["last_seen"], cur["onset"].dropna(), cur["last_seen"]]))}
+    rank = {p: i for i, p in enumerate(sorted(pkey, key=pkey.__getitem__))}
+    po, co = prev_c.loc[both, "onset"].map(rank).to_numpy(), cur.loc[both, "onset"].map(rank).to_numpy()
+    older = both[po < co]
+    cur_conf = cur.index[cur["status"] == STATUS_CONFIRMED]
+    carried = prev_c.loc[prev_c.index.difference(cur_conf).union(older)].copy()
+    if len(older):
+        pl, cl = prev_c.loc[older, "last_seen"], cur.loc[older, "last_seen"]
+        carried.loc[older, "last_seen"] = np.where(pl.map(rank).to_numpy() >= cl.map(rank).to_numpy(), pl.to_numpy(), cl.to_numpy())
+    keep_new = new[~new["location_id"].isin(set(carried.index))]
+    if len(carried) == 0:
+        return _finish(keep_new.copy())
+    carried = gpd.GeoDataFrame(carried.reset_index(), geometry="geometry", crs=4326)
+    return _finish(gpd.GeoDataFrame(pd.concat([keep_new, carried[keep_new.columns]], ignore_index=True), geometry="geometry", crs=4326))
 
 
 # ------------------------------------------------------------------------------------------ products
@@ -750,13 +750,15 @@ class PersistResult:
 
 
 def run_persist(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], params: PersistParams = PersistParams(),
-                thresholds: Thresholds | None = None, layers_are: str = "auto", overwrite: bool = False) -> PersistResult:
+                thresholds: Thresholds | None = None, layers_are: str = "auto", overwrite: bool = False,
+                state_dir: str | os.PathLike[str] | None = None) -> PersistResult:
     """Read, compute, then write the persistence products into ``out_dir`` (each file atomically).
 
     Outputs: ``persistence.{parquet,geojson}`` (the persistence layer: confirmed and provisional
     locations dissolved by status and dates, :func:`persistence_polygons`), ``locations.parquet``
     (one row per confirmed/provisional location), ``summary.csv`` (per period) and ``summary.json``.
-    A previous ``locations.parquet`` in ``out_dir`` is the state carried forward
+    A previous ``locations.parquet`` in ``state_dir`` (default ``out_dir``; the CLI writes into a
+    staging folder and reads the state from the final one) is the state carried forward
     (:func:`merge_previous`), unless ``overwrite``.
     """
     import json
@@ -770,7 +772,7 @@ def run_persist(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathL
     files = expand_inputs(paths)
     if out.exists() and not out.is_dir():
         raise MinewatchError(out, "--out is a file, not a folder")
-    resolved_out = out.resolve()
+    resolved_out = Path(state_dir if state_dir is not None else out).resolve()
     for f in files:
         if f.resolve().parent == resolved_out and f.name.startswith(("persistence.", "locations.")):
             raise MinewatchError(f, "this input is an output of persist in --out; give the layers, or another --out")
@@ -787,7 +789,7 @@ def run_persist(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathL
         mode = "increments" if (not has_patches and len({parse_period(p).year for p in periods}) > 1 and share < 0.05) else "detections"
     locations = persistence_increments(sightings, periods, params) if mode == "increments" else persistence(sightings, periods, params)
     previous = None
-    prev_path = out / "locations.parquet"
+    prev_path = Path(state_dir if state_dir is not None else out) / "locations.parquet"
     if prev_path.exists() and not overwrite:
         try:
             prev_meta = read_metadata(prev_path)
