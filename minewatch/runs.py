@@ -37,6 +37,7 @@ What lands in the folder:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -94,21 +95,37 @@ def is_temp_name(name: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def environment_versions() -> dict[str, str]:
-    """Versions of minewatch, Python, GDAL and the key libraries that shape a run's numbers."""
+def environment_versions(load_gdal: bool = True) -> dict[str, str]:
+    """Versions of minewatch, Python, GDAL and the key libraries that shape a run's numbers.
+
+    With ``load_gdal=False`` GDAL is read only from the bindings the run already loaded (rasterio's
+    and pyogrio's bundle their own GDAL, and a run used the one it imported): importing rasterio
+    only to ask would cost a map or table command up to a second (single-unit runs pass False).
+    """
     out = {"minewatch": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    out.update(_library_versions())
+    if load_gdal:
+        try:
+            import rasterio  # noqa: F401
+        except Exception:  # pragma: no cover - a broken GDAL install must not stop a run from recording
+            pass
+    rio = sys.modules.get("rasterio")
+    if rio is not None and getattr(rio, "__gdal_version__", None):
+        out["gdal"] = str(rio.__gdal_version__)
+    ogr = sys.modules.get("pyogrio")
+    if ogr is not None and getattr(ogr, "__gdal_version_string__", None):
+        out["gdal_pyogrio"] = str(ogr.__gdal_version_string__)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str]:
+    out = {}
     for name in KEY_LIBRARIES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    if "rasterio" in out:
-        try:
-            import rasterio
-
-            out["gdal"] = rasterio.__gdal_version__
-        except Exception:  # pragma: no cover - a broken GDAL install must not stop a run from recording
-            pass
     return out
 
 
@@ -1016,7 +1033,7 @@ class UnitRun:
             "outputs": outputs,
             "history": history,
             "status": "running",
-            "versions": environment_versions(),
+            "versions": environment_versions(load_gdal=False),
             "argv": self.argv,
             "updated": _now(),
         }
@@ -1126,7 +1143,7 @@ class DirectRun(UnitRun):
                 "minewatch_manifest": MANIFEST_FORMAT, "command": self.command, "layout": "direct",
                 "created": (self.previous or {}).get("created", _now()), "parameters": _jsonable(self.params),
                 "inputs": inputs, "tiles": {}, "outputs": outputs, "history": history,
-                "versions": environment_versions(), "argv": self.argv,
+                "versions": environment_versions(load_gdal=False), "argv": self.argv,
             }  # fmt: skip
         self.manifest.update({"status": status, "outputs": outputs, "updated": _now()})
         self.manifest["history"][-1].update({"status": status} if status == "running" else {"status": status, "finished": _now()})

@@ -20,8 +20,9 @@ have_chromium() {
 if ! have_chromium; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Chromium with apt-get (running as root; the browser tests need it) …" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    # wait (up to 10 min) for another apt/dpkg run to finish instead of failing on its lock
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
   else
     echo "setup: no Chromium found and not root with apt-get: install it (e.g. 'sudo apt-get install chromium')" >&2
     echo "       or set MINEWATCH_CHROMIUM=/path/to/chrome; the web map / report / review tests need it." >&2

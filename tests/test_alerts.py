@@ -145,3 +145,22 @@ def test_alerts_refuse_bad_input(work: Path) -> None:
     r = _cli(["alerts", "territories.geojson", "--since", "2024", "--out", "bad"], work)
     assert r.returncode == 2 and "persistence" in r.stderr
     assert not (work / "bad").exists()
+
+
+def test_alerts_on_the_map_and_in_the_report(work: Path) -> None:
+    r = _cli(["alerts", "persist out", "--since", "2025Q3", "--zones", "territories.geojson", "--name-field", "name_field", "--out", "map alerts"], work)
+    assert r.returncode == 0, r.stderr
+    n = len(json.loads((work / "map alerts" / "alerts.geojson").read_text())["features"])
+    layer = str(UP / "detections" / "mining_202503_simplified.geojson")
+    r = _cli(["map", layer, "--alerts", "map alerts/alerts.geojson", "-o", "alerts map.html"], work)
+    assert r.returncode == 0, r.stderr
+    page = (work / "alerts map.html").read_text()
+    data = json.loads(page.split('<script id="mw-data" type="application/json">', 1)[1].split("</script>", 1)[0].replace("<\\/", "</"))
+    assert len(data["alerts"]["features"]) == n and data["alertColors"]["confirmed"] != data["alertColors"]["provisional"]
+    assert {f["properties"]["st"] for f in data["alerts"]["features"]} == {"provisional"}
+    assert "Alerts: confirmed" in page and 'data-layer="alerts"' in page
+    r = _cli(["report", layer, "--alerts", "map alerts/alerts.geojson", "--zones", "territories.geojson", "--zone-name-field", "name_field",
+              "-o", "alerts report.html", "--quiet"], work)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rep = (work / "alerts report.html").read_text()
+    assert "New alerts per zone" in rep and f"{n:,} alerts" in rep

@@ -28,7 +28,7 @@ from minewatch.errors import MinewatchError
 @click.option("--scheduler", default=None, help="Dask scheduler: a cluster address (tcp://host:8786), 'local' (a LocalCluster), 'threads' or 'synchronous' (in process); default 'auto': in process on one machine (minewatch.scheduling says the rule).")
 @click.option("--workers", type=int, default=None, help="Workers for a LocalCluster / threads in process.")
 @click.option("--memory-limit", default="4GiB", show_default=True, help="Memory limit per LocalCluster worker.")
-@click.option("--chunk-px", type=click.IntRange(64, 4096), default=512, show_default=True, help="Spatial block a worker reads and reduces at once (peak memory ~0.8 GiB at 512 for 12 bands x 20 dates; ~0.4 GiB at 256).")
+@click.option("--chunk-px", type=click.IntRange(64, 4096), default=512, show_default=True, help="Dask chunk of the odc-stac reference reader only (Python API: process_tile(reader='odc')); the default reader reads each file once per tile and composites 16-row strips (peak memory per worker: benchmarks/README.md).")
 @click.option("--max-tiles", type=int, default=None, help="Refuse ROIs needing more tiles than this.")
 @click.option("--retries", type=click.IntRange(0, 20), default=5, show_default=True, help="HTTP retries (exponential backoff) for STAC API requests.")
 @click.option("--overwrite", is_flag=True, help="Start over: delete a previous run's outputs in --out.")

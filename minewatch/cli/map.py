@@ -15,6 +15,7 @@ from minewatch.vectors import crs_option
 @click.argument("layers", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--zones", type=click.Path(path_type=Path), help="Zone polygons (territories, protected areas).")
 @click.option("--airstrips", type=click.Path(path_type=Path), help="Airstrip points (GeoJSON, GeoParquet or CSV).")
+@click.option("--alerts", type=click.Path(path_type=Path), help="Alerts (alerts.geojson of 'minewatch alerts'): a layer coloured by status.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Output HTML file.")
 @click.option("--zone-id-field", help="Zone id column (default: first of id, zone_id, ...).")
 @click.option("--zone-name-field", help="Zone name column (default: first of name, name_field, ...).")
@@ -25,7 +26,7 @@ from minewatch.vectors import crs_option
               help="Simplify detection outlines by this tolerance in metres (smaller file).")
 @click.option("--zones-csv", type=click.Path(path_type=Path), help="Also write mined area per zone and period as CSV.")
 @click.option("--measure", is_flag=True, help="Open the page in headless Chromium and print its load time.")
-def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None, out: Path,
+def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None, alerts: Path | None, out: Path,
             zone_id_field: str | None, zone_name_field: str | None, title: str, basemap: str,
             simplify_m: float, zones_csv: Path | None, measure: bool) -> None:
     """Build one HTML file (MapLibre GL JS inlined, works from disk) from mining LAYERS.
@@ -42,9 +43,10 @@ def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None
     zones = abs_path(zones) if zones is not None else None
     airstrips = abs_path(airstrips) if airstrips is not None else None
     zones_csv = abs_path(zones_csv) if zones_csv is not None else None
+    alerts = abs_path(alerts) if alerts is not None else None
     params = {"title": title, "basemap": basemap, "simplify_m": simplify_m, "zone_id_field": zone_id_field,
               "zone_name_field": zone_name_field, "zones_csv": str(zones_csv) if zones_csv else None}
-    inputs = {"layer": list(layers), "zones": zones, "airstrips": airstrips}
+    inputs = {"layer": list(layers), "zones": zones, "airstrips": airstrips, **({"alerts": alerts} if alerts else {})}
     with UnitRun(out, "map", params, inputs, layout="file") as run:
         if zones_csv is not None:
             run.stage(zones_csv)  # refuse a CSV path over an input before the work
@@ -52,7 +54,7 @@ def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None
 
         say = progress_lines()
         say(f"map: reading {len(layers)} layer(s){', zones' if zones else ''}{', airstrips' if airstrips else ''} …")
-        md = build_map_data(list(layers), zones, airstrips, zone_id_field, zone_name_field)
+        md = build_map_data(list(layers), zones, airstrips, zone_id_field, zone_name_field, alerts=alerts)
         say(f"map: {len(md.layer):,} polygons in {len(md.periods)} period(s) read; writing the page …")
         write_map(run.stage(out), md, title=title, basemap=basemap, simplify_m=simplify_m)
         if zones_csv is not None and md.zones is not None:

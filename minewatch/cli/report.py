@@ -22,6 +22,7 @@ from minewatch.vectors import crs_option
 @click.option("--zones", type=click.Path(path_type=Path), help="Zone polygons (default: zones*/territor* in RUN_DIR).")
 @click.option("--airstrips", type=click.Path(path_type=Path), help="Airstrip points (default: airstrip* in RUN_DIR).")
 @click.option("--card", type=click.Path(path_type=Path), help="Model card (card.json or a package folder).")
+@click.option("--alerts", type=click.Path(path_type=Path), help="Alerts (alerts.geojson of 'minewatch alerts'): on the map and as new alerts per zone.")
 @click.option("--imagery", multiple=True, type=click.Path(path_type=Path), help="Composite folder(s) or GeoTIFF(s) for imagery dates and clouds (repeatable).")
 @click.option("--zone-id-field", help="Zone id column.")
 @click.option("--zone-name-field", help="Zone name column.")
@@ -30,7 +31,7 @@ from minewatch.vectors import crs_option
 @click.option("--basemap", type=click.Choice(["eox", "esri", "none"]), default="eox", show_default=True)
 @click.option("--pdf", type=click.Path(path_type=Path), help="Also print the report to this PDF (headless Chromium).")
 def command(inputs: tuple[Path, ...], out: Path, layers: tuple[Path, ...], run_opt: Path | None, quiet: bool, zones: Path | None,
-            airstrips: Path | None, card: Path | None, imagery: tuple[Path, ...], zone_id_field: str | None, zone_name_field: str | None,
+            airstrips: Path | None, card: Path | None, alerts: Path | None, imagery: tuple[Path, ...], zone_id_field: str | None, zone_name_field: str | None,
             title: str, top_n: int, basemap: str, pdf: Path | None) -> None:  # fmt: skip
     """Write a self-contained HTML report of a run folder, or of mining LAYERS (files), like the
     other commands take them: page one the findings, then the map, a table per zone and period,
@@ -61,7 +62,7 @@ def command(inputs: tuple[Path, ...], out: Path, layers: tuple[Path, ...], run_o
     def opt(p: Path | None) -> Path | None:
         return abs_path(p) if p is not None else None
 
-    run_dir, out, zones, airstrips, card, pdf = (opt(p) for p in (run_dir, out, zones, airstrips, card, pdf))
+    run_dir, out, zones, airstrips, card, pdf, alerts = (opt(p) for p in (run_dir, out, zones, airstrips, card, pdf, alerts))
     layers = tuple(abs_path(p) for p in files)
     imagery = tuple(abs_path(p) for p in imagery)
     assert out is not None
@@ -70,12 +71,12 @@ def command(inputs: tuple[Path, ...], out: Path, layers: tuple[Path, ...], run_o
     params = {"title": title, "top": top_n, "basemap": basemap, "zone_id_field": zone_id_field,
               "zone_name_field": zone_name_field, "pdf": str(pdf) if pdf else None, "run_dir": str(run_dir) if run_dir else None}
     # the files the report was made from (not the whole run folder: hashing composites would cost more than the report)
-    inputs = {"layer": [abs_path(p) for p in ri.layers], "zones": opt(ri.zones), "airstrips": opt(ri.airstrips), "card": opt(ri.card_path)}
+    inputs = {"layer": [abs_path(p) for p in ri.layers], "zones": opt(ri.zones), "airstrips": opt(ri.airstrips), "card": opt(ri.card_path), **({"alerts": alerts} if alerts else {})}
     with UnitRun(out, "report", params, inputs, layout="file", writes=(out.name, out.stem + "_charts")) as run:
         if pdf is not None:
             run.stage(pdf)  # refuse a PDF path over an input before the work
         path = build_report(ri, run.stage(out), title=title, zone_id_field=zone_id_field, zone_name_field=zone_name_field,
-                            top_n=top_n, basemap=basemap, progress=say)
+                            top_n=top_n, basemap=basemap, progress=say, alerts=alerts)
         if pdf is not None:
             say("report: printing the PDF in headless Chromium …")
             write_pdf(path, run.stage(pdf))

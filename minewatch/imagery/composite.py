@@ -158,7 +158,7 @@ def median_composite(stack: np.ndarray, clear: np.ndarray, overwrite: bool = Fal
 def merge_exchange_pairs(n: int) -> tuple[tuple[int, int], ...]:
     """Comparators (i, j), i < j, of Batcher's merge-exchange sorting network for ``n`` keys
     (Knuth, TAOCP vol. 3, 5.2.2, Algorithm M). Valid for any ``n`` (no padding to a power of two);
-    20 keys need 102 comparators, each one vectorised min/max over a whole block of pixels."""
+    20 keys need 97 comparators, each one vectorised min/max over a whole block of pixels."""
     if n < 2:
         return ()
     t = (n - 1).bit_length()

@@ -124,7 +124,7 @@ def mined_note() -> str:
     if f:
         lo, hi = cal["total_interval90"]
         text += (f"; calibrated on published 2024 Mined area (ha), held-out polygons: median |error| of the mined fraction "
-                 f"{f['median_abs_error']:.3f}, bias {f['median_bias']:+.3f}; a total × [{lo:.2f}, {hi:.2f}] is the 90 % interval")
+                 f"{f['median_abs_error']:.3f}, bias {f['median_bias']:+.3f}; 90 % interval of a total: {lo:.2f}–{hi:.2f} × the estimate")
     return text
 
 

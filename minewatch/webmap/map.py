@@ -86,6 +86,12 @@ class MapData:
     airstrips: gpd.GeoDataFrame | None = None
     credits: list[str] = field(default_factory=list)
     area_label: str = "Area"
+    alerts: gpd.GeoDataFrame | None = None
+    """Alerts (``minewatch alerts``): ``alert_id``, ``status``, ``period``, ``area_ha``, ``zone_name``…"""
+
+
+ALERT_COLORS = {"confirmed": "#e31a1c", "provisional": "#ff9f1c"}
+"""Alert outline colours by status (the map's alerts layer and the report's legend)."""
 
 
 ESTIMATE_LABEL = "Mined area (estimate)"
@@ -110,6 +116,7 @@ def build_map_data(
     zone_id_field: str | None = None,
     zone_name_field: str | None = None,
     credits: Sequence[str] = (),
+    alerts: str | Path | None = None,
 ) -> MapData:
     """Read the inputs and derive new/cumulative mining, per-period totals and per-zone areas."""
     layer = layers if isinstance(layers, gpd.GeoDataFrame) else read_layers(list(layers))
@@ -136,7 +143,23 @@ def build_map_data(
         attr = md.airstrips.get("Attribution")
         if attr is not None and attr.astype(str).str.contains("Intercept").any() and AIRSTRIPS_CREDIT not in cr:
             md.credits.append(AIRSTRIPS_CREDIT)
+    if alerts is not None:
+        from minewatch.impacts.alerts import alerts_for_map
+
+        md.alerts = alerts_for_map(alerts)
     return md
+
+
+def _alert_props(a: gpd.GeoDataFrame) -> list[dict[str, Any]]:
+    out = []
+    for r in a.itertuples(index=False):
+        d: dict[str, Any] = {"id": str(r.alert_id), "st": str(r.status), "p": str(r.period), "a": _num(r.area_ha, 1),
+                             "d0": str(r.date_start), "d1": str(r.date_end)}  # fmt: skip
+        zn = getattr(r, "zone_name", None)
+        if zn is not None and not (isinstance(zn, float) and not math.isfinite(zn)):
+            d["z"] = str(zn)
+        out.append(d)
+    return out
 
 
 # --- GeoJSON text -------------------------------------------------------------------------------
@@ -259,6 +282,9 @@ def map_payload(md: MapData, basemap: str = "eox", precision: int = 6, simplify_
     air = '{"type":"FeatureCollection","features":[]}'
     if md.airstrips is not None:
         air = feature_collection(md.airstrips, _airstrip_props(md.airstrips), 5)
+    alerts = '{"type":"FeatureCollection","features":[]}'
+    if md.alerts is not None and len(md.alerts):
+        alerts = feature_collection(md.alerts, _alert_props(md.alerts), precision, simplify_m)
     bounds = [float(v) for v in md.layer.total_bounds]
     if not all(math.isfinite(v) for v in bounds):
         raise MinewatchError("LAYER", "layer bounds are not finite")
@@ -272,6 +298,7 @@ def map_payload(md: MapData, basemap: str = "eox", precision: int = 6, simplify_
         "bounds": [[bounds[0], bounds[1]], [bounds[2], bounds[3]]],
         "basemap": basemap,
         "colors": COLORS,
+        "alertColors": ALERT_COLORS,
         "ramp": _ramp(len(md.periods)),
         "areaLabel": md.area_label,
         "credits": " · ".join(["minewatch", *md.credits]),
@@ -279,7 +306,7 @@ def map_payload(md: MapData, basemap: str = "eox", precision: int = 6, simplify_
     }
     body = json.dumps(meta, separators=(",", ":"))[:-1]
     text = (body + ',"detections":' + det + ',"newmining":' + new + ',"detpoints":' + detpts + ',"newpoints":' + newpts
-            + ',"zones":' + zones + ',"airstrips":' + air + "}")
+            + ',"zones":' + zones + ',"airstrips":' + air + ',"alerts":' + alerts + "}")
     return text.replace("</", "<\\/")
 
 
@@ -302,6 +329,7 @@ def map_fragment(md: MapData, title: str, height: str = "100vh", **payload_kw: A
     head = f"<style>\n{ml_css}\n</style>\n<style>\n{css}\n</style>"
     e = html.escape
     has_z, has_a = md.zones is not None, md.airstrips is not None
+    has_al = md.alerts is not None and len(md.alerts) > 0
     basemap = payload_kw.get("basemap", "eox")
     legend = f"""
   <label><input type="checkbox" data-layer="detections" checked><span class="mw-sw" style="background:{COLORS['detections']}"></span>Detections in period</label>
@@ -309,7 +337,8 @@ def map_fragment(md: MapData, title: str, height: str = "100vh", **payload_kw: A
   <label><input type="checkbox" data-layer="cumulative"><span class="mw-sw" style="background:{RAMP[3]}"></span>Cumulative, by first period</label>
   <div id="mw-ramp"></div><div class="mw-ramp-labels"><span id="mw-ramp-lo"></span><span id="mw-ramp-hi"></span></div>
   <label{'' if has_z else ' hidden'}><input type="checkbox" data-layer="zones" checked><span class="mw-sw mw-line" style="border-color:{COLORS['zones']}"></span>Zones (click: mined area)</label>
-  <label{'' if has_a else ' hidden'}><input type="checkbox" data-layer="airstrips" checked><span class="mw-sw mw-dot" style="background:{COLORS['airstrips']}"></span>Airstrips</label>"""
+  <label{'' if has_a else ' hidden'}><input type="checkbox" data-layer="airstrips" checked><span class="mw-sw mw-dot" style="background:{COLORS['airstrips']}"></span>Airstrips</label>
+  <label{'' if has_al else ' hidden'}><input type="checkbox" data-layer="alerts" checked><span class="mw-sw mw-line" style="border-color:{ALERT_COLORS['confirmed']}"></span>Alerts: confirmed <span class="mw-sw mw-line" style="border-color:{ALERT_COLORS['provisional']}"></span>provisional</label>"""
     body = f"""<div class="mw-wrap" style="height:{e(height)}">
 <div id="map"></div>
 <div class="mw-panel">

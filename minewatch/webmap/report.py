@@ -481,6 +481,26 @@ def zone_period_table(md: MapData, top_ids: Sequence[Any], label: str) -> str:
             + _table(rows, header, [False, False, *[True] * len(md.periods), True]))
 
 
+def alerts_per_zone_html(alerts: pd.DataFrame) -> str:
+    """A table of new alerts per zone (confirmed / provisional counts and hectares), most hectares first."""
+    if len(alerts) == 0:
+        return "<p class='na'>No new alerts.</p>"
+    a = pd.DataFrame(alerts.drop(columns="geometry", errors="ignore"))
+    zone = a["zone_name"].where(a["zone_name"].notna(), a["zone_id"]) if "zone_name" in a.columns else a.get("zone_id")
+    a["zone"] = zone.where(zone.notna(), "(outside every zone)") if zone is not None else "(no zones given)"
+    g = a.groupby("zone")
+    t = pd.DataFrame({
+        "confirmed": g["status"].apply(lambda s: int((s == "confirmed").sum())),
+        "provisional": g["status"].apply(lambda s: int((s == "provisional").sum())),
+        "area_ha": g["area_ha"].sum(),
+    }).sort_values(["area_ha", "confirmed"], ascending=False)  # fmt: skip
+    since = ", ".join(sorted(a["period"].astype(str).unique()))
+    rows = [[z, _fmt(r.confirmed), _fmt(r.provisional), _fmt(r.area_ha, 1)] for z, r in t.iterrows()]
+    return (f"<p>{len(a):,} alerts (periods {html.escape(since)}); confirmed alerts have persisted, provisional ones are "
+            "from periods whose window is still open and are replaced by the next run.</p>"
+            + _table(rows, ["Zone", "Confirmed", "Provisional", "Area (ha)"], [False, True, True, True]))
+
+
 def findings(md: MapData, label: str, card: dict[str, Any] | None, top: pd.DataFrame, imagery: Sequence[dict[str, Any]]) -> list[str]:
     """The report's first-page sentences: what, where, when, and how far to trust it (plain text)."""
     from minewatch.models.summary import headline
@@ -526,6 +546,7 @@ def build_report(
     charts_dir: str | Path | None = None,
     md: MapData | None = None,
     progress: Any = None,
+    alerts: str | Path | None = None,
     **map_kw: Any,
 ) -> Path:
     """Write the HTML report (and the chart PNGs beside it); returns the report path.
@@ -539,7 +560,7 @@ def build_report(
     out = Path(out)
     if md is None:
         say("report: reading layers and zones …")
-        md = build_map_data(ri.layers, ri.zones, ri.airstrips, zone_id_field, zone_name_field)
+        md = build_map_data(ri.layers, ri.zones, ri.airstrips, zone_id_field, zone_name_field, alerts=alerts)
     charts_dir = Path(charts_dir) if charts_dir else out.with_name(out.stem + "_charts")
     last = md.periods[-1]
     label = md.area_label
@@ -607,6 +628,8 @@ def build_report(
         parts += [zone_period_table(md, list(top.index), label) or f"<p class='na'>No zone intersects the detections.</p>"]
     else:
         parts.append(f"<p class='na'>Zones {NOT_AVAILABLE} (give --zones).</p>")
+    if md.alerts is not None:
+        parts += ["<h2>New alerts per zone</h2>", alerts_per_zone_html(md.alerts)]
     parts += [
         "<h2>Model</h2>", card_html(ri.card, ri.card_path),
         "<h2>Caveats: what the detector can and cannot see</h2>",

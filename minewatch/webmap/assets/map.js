@@ -59,7 +59,8 @@
     detpoints: { type: "geojson", data: expandPoints(D.detpoints) },
     newpoints: { type: "geojson", data: expandPoints(D.newpoints) },
     zones: { type: "geojson", data: D.zones },
-    airstrips: { type: "geojson", data: D.airstrips }
+    airstrips: { type: "geojson", data: D.airstrips },
+    alerts: { type: "geojson", data: D.alerts || { type: "FeatureCollection", features: [] } }
   };
   // At continental zooms most mines are smaller than a pixel and vanish from the polygon layers,
   // so each polygon also has a point (radius grows with the square root of its area) that fades out
@@ -111,6 +112,10 @@
       paint: { "fill-color": D.colors.detections, "fill-opacity": 0.6 } },
     { id: "detections-line", type: "line", source: "detections", filter: filt("eq", current),
       paint: { "line-color": D.colors.detectionsLine, "line-width": 1 } },
+    { id: "alerts-fill", type: "fill", source: "alerts",
+      paint: { "fill-color": ["match", ["get", "st"], "confirmed", D.alertColors.confirmed, D.alertColors.provisional], "fill-opacity": 0.25 } },
+    { id: "alerts-line", type: "line", source: "alerts",
+      paint: { "line-color": ["match", ["get", "st"], "confirmed", D.alertColors.confirmed, D.alertColors.provisional], "line-width": 2 } },
     { id: "airstrips", type: "circle", source: "airstrips",
       paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 3, 2, 10, 5], "circle-color": D.colors.airstrips,
         "circle-stroke-color": "#111111", "circle-stroke-width": 1 } }
@@ -197,7 +202,7 @@
     detections: ["detections-pts", "detections-fill", "detections-line"],
     newmining: ["new-pts", "new-part-pts", "new-fill", "new-part-fill"],
     cumulative: ["cumulative-pts", "cumulative-part-pts", "cumulative-fill", "cumulative-part-fill"],
-    zones: ["zones-fill", "zones-line"], airstrips: ["airstrips"]
+    zones: ["zones-fill", "zones-line"], airstrips: ["airstrips"], alerts: ["alerts-fill", "alerts-line"]
   };
   function setLayerVisible(name, on) {
     if (!styleReady) return;
@@ -242,8 +247,15 @@
     Object.keys(props).forEach(function (k) { h += "<tr><th>" + esc(k) + "</th><td>" + esc(props[k]) + "</td></tr>"; });
     return h + "</table>";
   }
+  function alertHtml(props) {
+    var h = "<div class='mw-pop-title'>Alert · " + esc(props.st) + "</div><table class='mw-pop-table'>";
+    h += "<tr><th>Alert id</th><td>" + esc(props.id) + "</td></tr><tr><th>Detected</th><td>" + esc(props.d0) + " – " + esc(props.d1) +
+      " (" + esc(props.p) + ")</td></tr><tr><th>Area</th><td>" + fmt.format(props.a) + " ha</td></tr>";
+    if (props.z !== undefined) h += "<tr><th>Zone</th><td>" + esc(props.z) + "</td></tr>";
+    return h + "</table>";
+  }
   map.on("click", function (e) {
-    var order = ["airstrips", "detections-fill", "detections-pts", "new-fill", "new-part-fill", "new-pts",
+    var order = ["alerts-fill", "airstrips", "detections-fill", "detections-pts", "new-fill", "new-part-fill", "new-pts",
       "new-part-pts", "cumulative-fill", "cumulative-part-fill", "cumulative-pts", "cumulative-part-pts", "zones-fill"];
     var live = order.filter(function (id) { return map.getLayoutProperty(id, "visibility") !== "none"; });
     var pad = 4;
@@ -257,7 +269,8 @@
       var key = id.replace("-pts", "-fill").replace("-part", "");
       if (seen[key]) return;
       seen[key] = true;
-      if (id === "airstrips") parts.push(airstripHtml(f.properties));
+      if (id === "alerts-fill") parts.push(alertHtml(f.properties));
+      else if (id === "airstrips") parts.push(airstripHtml(f.properties));
       else if (key === "detections-fill") parts.push(detectionHtml(f.properties, "Detection"));
       else if (key === "new-fill") parts.push(detectionHtml(f.properties, "New mining"));
       else if (key === "cumulative-fill") parts.push(detectionHtml(f.properties, "First detected"));
@@ -265,7 +278,7 @@
     });
     new maplibregl.Popup({ maxWidth: "340px" }).setLngLat(e.lngLat).setHTML(parts.join("<hr>")).addTo(map);
   });
-  Object.keys(periodLayers).concat(["zones-fill", "airstrips"]).forEach(function (id) {
+  Object.keys(periodLayers).concat(["zones-fill", "airstrips", "alerts-fill"]).forEach(function (id) {
     map.on("mouseenter", id, function () { map.getCanvas().style.cursor = "pointer"; });
     map.on("mouseleave", id, function () { map.getCanvas().style.cursor = ""; });
   });
