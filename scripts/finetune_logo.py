@@ -190,6 +190,26 @@ def _stat(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f} ({min(vals):.3f}–{max(vals):.3f})"
 
 
+def _pooled() -> dict[int, list[float]]:
+    """Per N, per draw present in both groups: sensitivity over both groups' evaluation mines together."""
+    res = {}
+    for group in EVAL_GROUP:
+        r: dict = {}
+        for p in sorted(RUNS.glob(f"measure-{group}*.json")):
+            r.update(json.loads(p.read_text()))
+        res[group] = r
+    if len(res) < 2:
+        return {}
+    out: dict[int, list[float]] = {}
+    for n in (0, *NS):
+        for d in DRAWS:
+            rows = [res[g].get(f"{n}/{d}") for g in EVAL_GROUP]
+            if all(rows):
+                hit = sum(x["eval_sens_at_spec99"] * x["n_eval"] for x in rows)
+                out.setdefault(n, []).append(hit / sum(x["n_eval"] for x in rows))
+    return out
+
+
 def table() -> str:
     """Markdown: per group and N, mean ± sd (min–max) over the draws that finished."""
     lines = []
@@ -209,6 +229,12 @@ def table() -> str:
                 continue
             lines.append(f"| {n} | {len(rows)} | {_stat([r['eval_sens_at_spec99'] for r in rows])} | {_stat([r['eval_ap_vs_val_negatives'] for r in rows])} | "
                          f"{_stat([r['val_ap'] for r in rows])} | {_stat([r['val_sens_at_spec99'] for r in rows])} |")  # fmt: skip
+        lines.append("")
+    pooled = _pooled()
+    if pooled:
+        lines += ["**Pooled over both groups' left-out evaluation mines** (sensitivity at each model's validation 99 %-specificity threshold):", "",
+                  "| N local | draws | pooled sens @ 99 % spec. |", "|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {n} | {len(v)} | {_stat(v)} |" for n, v in pooled.items()]
         lines.append("")
     text = "\n".join(lines)
     print(text)
