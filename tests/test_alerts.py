@@ -164,3 +164,70 @@ def test_alerts_on_the_map_and_in_the_report(work: Path) -> None:
     assert r.returncode == 0, r.stderr
     rep = (work / "alerts report.html").read_text()
     assert "New alerts per zone" in rep and f"{n:,} alerts" in rep
+
+
+def test_alerts_carry_mined_ha_beside_area_ha(tmp_path: Path) -> None:
+    """Patch files with scar fractions: every alert's ``mined_ha`` is the locations' mined fraction ×
+    their hectares (≤ ``area_ha``), in every format; inputs without the fractions give NaN/null, not the footprint."""
+    import numpy as np
+
+    from minewatch.grid import Tile
+    from minewatch.impacts.alerts import guardian_connector_features, make_alerts
+    from minewatch.postprocess.synthetic import patches_on_tile
+
+    t = Tile(21, 20, -40)
+    cells = [(r, c, 0.97) for r in range(0, 240, 24) for c in range(0, 240, 24)]
+    quarters = {"2022": (0.2, 0.4, 0.6, 0.8), "2023": (0.1, 0.1, 0.1, 0.1), "2024": (0.1, 0.2, 0.3, 0.4)}  # means 0.5, 0.1, 0.25
+    for with_fractions in (True, False):
+        work = tmp_path / f"run {with_fractions}"
+        for year, cl in (("2022", cells), ("2023", cells[:50]), ("2024", cells[:60])):
+            (work / year).mkdir(parents=True)
+            pt = patches_on_tile(t, cl, period=year)
+            if with_fractions:
+                pt = pt.assign(**dict(zip(("mined_tl", "mined_tr", "mined_bl", "mined_br"), quarters[year])))
+            pt.to_parquet(work / year / "patches.parquet")
+        res = run_persist([work], tmp_path / f"out {with_fractions}")
+        aset = make_alerts(res.polygons, Period(2023))
+        a = aset.alerts
+        assert set(a["status"]) == {"confirmed", "provisional"} and list(a.columns[:-1]) == ALERT_COLUMNS
+        comapeo, gc = comapeo_payloads(a), guardian_connector_features(a)["features"]
+        if with_fractions:
+            # confirmed rows are dated by their 2022 onset (mean fraction 0.5), provisional ones by 2024 (0.25)
+            frac = a["status"].map({"confirmed": 0.5, "provisional": 0.25}).to_numpy()
+            assert a["mined_ha"].to_numpy() == pytest.approx(frac * a["area_ha"].to_numpy(), abs=1e-3)
+            assert (a["mined_ha"] <= a["area_ha"]).all() and (a["mined_ha"] > 0).all()
+            assert aset.summary["mined_ha"] == pytest.approx(float((frac * a["area_ha"]).sum()), abs=0.01)
+            assert [p["metadata"]["mined_ha"] for p in comapeo] == pytest.approx(a["mined_ha"].tolist())
+            assert [f["properties"]["mined_area_alert_ha"] for f in gc] == pytest.approx(a["mined_ha"].tolist())
+            assert [f["properties"]["area_alert_ha"] for f in gc] == pytest.approx(a["area_ha"].tolist())
+            per = res.summary.set_index("period")
+            assert per.loc["2022", "mined_ha"] == pytest.approx(0.5 * per.loc["2022", "area_ha"])
+            assert per.loc["2024", "provisional_mined_ha"] == pytest.approx(0.25 * per.loc["2024", "provisional_ha"])
+        else:
+            assert a["mined_ha"].isna().all() and aset.summary["mined_ha"] is None
+            assert res.locations["mined_ha"].isna().all() and res.polygons["mined_ha"].isna().all()
+            assert res.summary["mined_ha"].isna().all() and res.summary["confirmed_mined_ha"].isna().all()
+            assert all(p["metadata"]["mined_ha"] is None for p in comapeo)
+            assert all(f["properties"]["mined_area_alert_ha"] is None for f in gc)
+        assert np.isfinite(a["area_ha"]).all()
+
+
+def test_layers_without_a_mined_field_give_no_mined_ha(tmp_path: Path) -> None:
+    """A polygon layer with neither ``Mined area (ha)`` nor ``mined_ha``: NaN, never the footprint;
+    with ``Mined area (ha)``: that figure, shared over the polygon's cells."""
+    from minewatch.impacts.alerts import make_alerts
+
+    src = gpd.read_file(UP / "detections" / "mining_202400_simplified.geojson").head(40)
+    for name, layer in (("bare", src.drop(columns=["Mined area (ha)"])), ("stated", src)):
+        d = tmp_path / name
+        d.mkdir()
+        layer.to_file(d / "mining_202400_simplified.geojson", driver="GeoJSON")
+        res = run_persist([d], tmp_path / f"out {name}")
+        a = make_alerts(res.polygons, Period(2024)).alerts
+        assert len(a) > 0
+        if name == "bare":
+            assert a["mined_ha"].isna().all() and res.polygons["mined_ha"].isna().all()
+        else:
+            stated = pd.to_numeric(src["Mined area (ha)"]).sum()
+            assert res.polygons["mined_ha"].sum() == pytest.approx(stated, rel=1e-6)
+            assert a["mined_ha"].notna().all()

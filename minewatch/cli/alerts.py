@@ -46,7 +46,8 @@ def command(persistence: Path, since: str, out_dir: Path, zones: Path | None, id
                           airstrips=inputs.get("airstrips"))  # fmt: skip
     s = aset.summary
     click.echo(f"{s['alerts']:,} alerts since {s['since']} ({', '.join(f'{v:,} {k}' for k, v in s['by_status'].items()) or 'none'}), "
-               f"{s['area_ha']:,.1f} ha")
+               + (f"mined area (estimate) {s['mined_ha']:,.1f} ha inside {s['area_ha']:,.1f} ha of locations"
+                  if s.get("mined_ha") is not None else f"{s['area_ha']:,.1f} ha"))
     if "by_zone" in s:
         click.echo(f"{len(s['by_zone']):,} zones with new alerts; {s['outside_zones']:,} alerts outside every zone")
     click.echo(f"wrote {out_dir}/alerts.geojson, alerts.csv, alerts.gpkg, comapeo_alerts.json, guardian_connector.geojson, summary.json")

@@ -6,7 +6,9 @@ or was first seen provisional (``period``) at or after ``--since`` is an alert w
 * a stable ``alert_id`` (a hash of the polygon's status, dates and lattice locations: the same inputs
   give the same ids on every machine and rerun);
 * its polygon and centroid (WGS84), ``area_ha`` (the persistence polygon's equal-area hectares:
-  for polygon layers, the locations' shares of the input polygons), ``status``, ``confidence`` (the best
+  for polygon layers, the locations' shares of the input polygons), ``mined_ha`` (the mined-area
+  estimate inside it, from the scar fractions or the layers' mined field; empty where the inputs carry
+  none, never the footprint), ``status``, ``confidence`` (the best
   score of its detections; empty for the published layers, which carry none);
 * the detection-date window of the period that dates it (``period``: the onset year of a confirmed
   polygon, the first open period of a provisional one), and the window of the period before it;
@@ -39,7 +41,7 @@ ALERT_TYPE = "gold mining"
 SOURCE = "minewatch"
 
 ALERT_COLUMNS = ["alert_id", "status", "period", "date_start", "date_end", "onset", "confirmed_in", "first_seen", "last_seen",
-                 "n_witness", "n_locations", "area_ha", "confidence", "latitude", "longitude", "zone_id", "zone_name",
+                 "n_witness", "n_locations", "area_ha", "mined_ha", "confidence", "latitude", "longitude", "zone_id", "zone_name",
                  "airstrip_distance_m", "polygon_id"]  # fmt: skip
 """Columns of the alert table (GeoJSON properties, CSV columns and the GeoPackage schema)."""
 
@@ -139,7 +141,9 @@ def make_alerts(polygons: gpd.GeoDataFrame, since: Period, zones: gpd.GeoDataFra
         "onset": new["onset"].to_numpy(dtype=object), "confirmed_in": new["confirmed_in"].to_numpy(dtype=object),
         "first_seen": new["first_seen"].to_numpy(), "last_seen": new["last_seen"].to_numpy(),
         "n_witness": new["n_witness"].to_numpy(dtype=int), "n_locations": new["n_locations"].to_numpy(dtype=int),
-        "area_ha": new["area_ha"].to_numpy(dtype=float) if "area_ha" in new.columns else area_ha(new.geometry), "confidence": np.round(conf, 4),
+        "area_ha": new["area_ha"].to_numpy(dtype=float) if "area_ha" in new.columns else area_ha(new.geometry),
+        "mined_ha": new["mined_ha"].to_numpy(dtype=float) if "mined_ha" in new.columns else np.full(len(new), np.nan),
+        "confidence": np.round(conf, 4),
         "latitude": np.round(shapely.get_y(c), 6) if len(new) else np.zeros(0), "longitude": np.round(shapely.get_x(c), 6) if len(new) else np.zeros(0),
         "zone_id": None, "zone_name": None, "airstrip_distance_m": np.nan, "polygon_id": new["polygon_id"].to_numpy(),
     })  # fmt: skip
@@ -149,6 +153,7 @@ def make_alerts(polygons: gpd.GeoDataFrame, since: Period, zones: gpd.GeoDataFra
     if airstrips is not None:
         df["airstrip_distance_m"] = np.round(airstrip_distance(new, airstrips), 1)
     df["area_ha"] = np.round(df["area_ha"].astype(float), 4)
+    df["mined_ha"] = np.round(df["mined_ha"].astype(float), 4)
     out = gpd.GeoDataFrame(df[ALERT_COLUMNS], geometry=new.geometry.to_numpy(), crs=4326)
     out = out.sort_values(["period", "status", "alert_id"], kind="stable").reset_index(drop=True)
     summary = {
@@ -156,12 +161,20 @@ def make_alerts(polygons: gpd.GeoDataFrame, since: Period, zones: gpd.GeoDataFra
         "by_status": {k: int(v) for k, v in out["status"].value_counts().sort_index().items()},
         "by_period": {k: int(v) for k, v in out["period"].value_counts().sort_index().items()},
         "area_ha": round(float(out["area_ha"].sum()), 2),
+        "mined_ha": _round_or_none(out["mined_ha"].sum(min_count=1)),
     }  # fmt: skip
     if zones is not None and id_field is not None:
         per_zone = out[out["zone_id"].notna()].groupby(out["zone_id"].astype(str)).agg(alerts=("alert_id", "size"), area_ha=("area_ha", "sum"))
-        summary["by_zone"] = {k: {"alerts": int(r.alerts), "area_ha": round(float(r.area_ha), 2)} for k, r in per_zone.sort_index().iterrows()}
+        zm = out[out["zone_id"].notna()].groupby(out["zone_id"].astype(str))["mined_ha"].sum(min_count=1)
+        summary["by_zone"] = {k: {"alerts": int(r.alerts), "area_ha": round(float(r.area_ha), 2), "mined_ha": _round_or_none(zm.get(k))}
+                              for k, r in per_zone.sort_index().iterrows()}  # fmt: skip
         summary["outside_zones"] = int(out["zone_id"].isna().sum())
     return AlertSet(out, since, summary)
+
+
+def _round_or_none(v: object, nd: int = 2) -> float | None:
+    """``v`` rounded, or None (JSON null) when it is missing or NaN."""
+    return None if v is None or pd.isna(v) else round(float(v), nd)
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -201,7 +214,7 @@ def comapeo_payloads(alerts: gpd.GeoDataFrame, point: bool = False) -> list[dict
         p = parse_period(r["period"])
         meta = {
             "alert_type": ALERT_TYPE, "source": SOURCE, "status": r["status"], "period": r["period"],
-            "area_ha": _clean(r["area_ha"]), "confidence": _clean(r["confidence"]), "onset": _clean(r["onset"]),
+            "area_ha": _clean(r["area_ha"]), "mined_ha": _clean(r["mined_ha"]), "confidence": _clean(r["confidence"]), "onset": _clean(r["onset"]),
             "confirmed_in": _clean(r["confirmed_in"]), "zone_id": None if _clean(r["zone_id"]) is None else str(r["zone_id"]),
             "zone_name": _clean(r["zone_name"]), "airstrip_distance_m": _clean(r["airstrip_distance_m"]),
         }  # fmt: skip
@@ -225,6 +238,7 @@ def guardian_connector_features(alerts: gpd.GeoDataFrame) -> dict[str, object]:
         q = previous_period(p)
         props = {
             "alert_id": r["alert_id"], "alert_type": ALERT_TYPE, "area_alert_ha": _clean(r["area_ha"]),
+            "mined_area_alert_ha": _clean(r["mined_ha"]),
             "date_start_t0": q.start.isoformat(), "date_end_t0": q.end.isoformat(),
             "date_start_t1": p.start.isoformat(), "date_end_t1": p.end.isoformat(),
             "month_detec": f"{p.end.month:02d}", "year_detec": str(p.end.year),

@@ -61,7 +61,7 @@ STATUS_CONFIRMED = "confirmed"
 STATUS_PROVISIONAL = "provisional"
 
 LOCATION_COLUMNS = ["location_id", "status", "onset", "confirmed_in", "n_witness", "first_seen", "last_seen",
-                    "period", "n_seen", "score", "area_ha"]  # fmt: skip
+                    "period", "n_seen", "score", "area_ha", "mined_ha"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,9 @@ def cell_squares(zone: np.ndarray, i: np.ndarray, j: np.ndarray, side_m: float =
 class Sightings:
     """One row per (location, period) detection: ``location_id``, ``period`` (label), ``prov``
     (passes the provisional thresholds), ``score`` (NaN when the layer has none), ``area_ha`` (the
-    hectares it stands for) and ``geometry`` (the location's footprint, WGS84)."""
+    hectares it stands for), ``mined_ha`` (the mined-area estimate of those hectares: scar fraction ×
+    hectares, NaN where the input carries none — never the footprint) and ``geometry`` (the
+    location's footprint, WGS84)."""
 
     table: gpd.GeoDataFrame
 
@@ -241,6 +243,7 @@ class Sightings:
             "location_id": df["location_id"].astype(str).to_numpy(), "period": df["period"].map(labels).to_numpy(),
             "prov": df["prov"].to_numpy(dtype=bool), "score": pd.to_numeric(df["score"]).to_numpy(dtype=float),
             "area_ha": pd.to_numeric(df["area_ha"]).to_numpy(dtype=float),
+            "mined_ha": pd.to_numeric(df["mined_ha"]).to_numpy(dtype=float) if "mined_ha" in df.columns else np.full(len(df), np.nan),
             "centre": df["centre"].to_numpy(dtype=bool) if "centre" in df.columns else np.ones(len(df), dtype=bool),
             "geometry": np.asarray(df["geometry"], dtype=object),
         })  # fmt: skip
@@ -248,6 +251,7 @@ class Sightings:
         g = t.groupby(["location_id", "period"], sort=True)
         agg = g.agg(prov=("prov", "any"), score=("score", "max"), area_ha=("area_ha", "sum"), centre=("centre", "any"),
                     geometry=("geometry", "first")).reset_index()
+        agg.insert(agg.columns.get_loc("area_ha") + 1, "mined_ha", g["mined_ha"].sum(min_count=1).to_numpy(dtype=float))
         return cls(agg)
 
 
@@ -309,7 +313,8 @@ def persistence(sightings: Sightings, periods: Sequence[str], params: PersistPar
         "confirmed_in": a["period"].to_numpy()[r + params.k - 1], "n_witness": count[r],
         "first_seen": first.reindex(lid_c).to_numpy(), "last_seen": last.reindex(lid_c).to_numpy(),
         "period": conf["period"].to_numpy(), "n_seen": n_seen.reindex(lid_c).fillna(0).to_numpy(dtype=int),
-        "score": conf["score"].to_numpy(), "area_ha": conf["area_ha"].to_numpy(), "geometry": conf["geometry"].to_numpy(),
+        "score": conf["score"].to_numpy(), "area_ha": conf["area_ha"].to_numpy(), "mined_ha": conf["mined_ha"].to_numpy(dtype=float),
+        "geometry": conf["geometry"].to_numpy(),
     })  # fmt: skip
 
     # provisional: not confirmed, an open sighting passing the stricter thresholds
@@ -324,7 +329,8 @@ def persistence(sightings: Sightings, periods: Sequence[str], params: PersistPar
         "confirmed_in": None, "n_witness": o.groupby("location_id", sort=False).size().reindex(lid_p).to_numpy(dtype=int),
         "first_seen": first.reindex(lid_p).to_numpy(), "last_seen": last.reindex(lid_p).to_numpy(),
         "period": last_prov["period"].to_numpy(), "n_seen": n_seen.reindex(lid_p).fillna(0).to_numpy(dtype=int),
-        "score": last_prov["score"].to_numpy(), "area_ha": last_prov["area_ha"].to_numpy(), "geometry": last_prov["geometry"].to_numpy(),
+        "score": last_prov["score"].to_numpy(), "area_ha": last_prov["area_ha"].to_numpy(), "mined_ha": last_prov["mined_ha"].to_numpy(dtype=float),
+        "geometry": last_prov["geometry"].to_numpy(),
     })  # fmt: skip
     rows = pd.concat([confirmed, provisional], ignore_index=True)
     if len(rows) == 0:
@@ -333,7 +339,7 @@ def persistence(sightings: Sightings, periods: Sequence[str], params: PersistPar
 
 
 def _empty_locations() -> gpd.GeoDataFrame:
-    cols = {c: pd.Series(dtype=float if c in ("score", "area_ha") else (int if c in ("n_witness", "n_seen") else object)) for c in LOCATION_COLUMNS}
+    cols = {c: pd.Series(dtype=float if c in ("score", "area_ha", "mined_ha") else (int if c in ("n_witness", "n_seen") else object)) for c in LOCATION_COLUMNS}
     return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=4326), crs=4326)
 
 
@@ -358,6 +364,8 @@ def merge_previous(new: gpd.GeoDataFrame, previous: gpd.GeoDataFrame | None) -> 
     prev_c = previous[previous["status"] == STATUS_CONFIRMED]
     if len(prev_c) == 0:
         return new
+    if "mined_ha" not in prev_c.columns:  # a state written before the mined-area estimate
+        prev_c = prev_c.assign(mined_ha=np.nan)
     prev_c = prev_c.set_index("location_id")
     cur = new.set_index("location_id")
     both = prev_c.index.intersection(cur.index[cur["status"] == STATUS_CONFIRMED])
@@ -380,6 +388,22 @@ def merge_previous(new: gpd.GeoDataFrame, previous: gpd.GeoDataFrame | None) -> 
 # ------------------------------------------------------------------------------------------ products
 
 
+def _has_mined(t: pd.DataFrame) -> bool:
+    """Whether any sighting carries a mined-area estimate (else every mined sum is NaN)."""
+    return "mined_ha" in t.columns and bool(np.isfinite(t["mined_ha"].to_numpy(dtype=float)).any())
+
+
+def _mined_sum(x: pd.Series | np.ndarray, known: bool) -> float:
+    """Sum of mined hectares, NaN-aware: NaN when no input has an estimate (``known`` False, or every
+    value NaN), 0 for no pieces when the inputs do carry estimates; NaNs among numbers are skipped."""
+    v = np.asarray(x, dtype=float)
+    if not known:
+        return float("nan")
+    if len(v) == 0:
+        return 0.0
+    return float("nan") if np.isnan(v).all() else float(np.nansum(v))
+
+
 def period_summary(sightings: Sightings, locations: gpd.GeoDataFrame, periods: Sequence[str], params: PersistParams) -> pd.DataFrame:
     """Per input period: detections by status — counts of locations and hectares of their pieces.
 
@@ -392,6 +416,7 @@ def period_summary(sightings: Sightings, locations: gpd.GeoDataFrame, periods: S
     t = sightings.table
     open_, _ = open_periods(periods, params.window)
     sup = superseded(periods)
+    known = _has_mined(t)
     status = locations.set_index("location_id")["status"] if len(locations) else pd.Series(dtype=object)
     onset = locations.set_index("location_id")["onset"] if len(locations) else pd.Series(dtype=object)
     rows = []
@@ -409,6 +434,8 @@ def period_summary(sightings: Sightings, locations: gpd.GeoDataFrame, periods: S
             "confirmed": int(is_conf.sum()), "confirmed_ha": float(s["area_ha"][is_conf].sum()),
             "provisional": int(is_prov.sum()), "provisional_ha": float(s["area_ha"][is_prov].sum()),
             "unconfirmed": int((~is_conf & ~is_prov).sum()), "unconfirmed_ha": float(s["area_ha"][~is_conf & ~is_prov].sum()),
+            "mined_ha": _mined_sum(s["mined_ha"], known), "confirmed_mined_ha": _mined_sum(s["mined_ha"][is_conf], known),
+            "provisional_mined_ha": _mined_sum(s["mined_ha"][is_prov], known),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -420,13 +447,16 @@ def persistence_polygons(locations: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     sighting). ``polygon_id`` is a hash of the status, dates and the sorted location ids, so the same
     locations give the same id on any machine and rerun. ``area_ha`` sums the locations' hectares
     (for polygon layers: their shares of the input polygons' equal-area hectares);
+    ``mined_ha`` sums their mined-area estimates the same way (NaN only when none of them has one);
     ``outline_ha`` is the dissolved outline's own equal-area hectares.
     """
     cols = ["polygon_id", "status", "onset", "confirmed_in", "period", "first_seen", "last_seen", "n_witness",
-            "n_locations", "score_max", "area_ha", "outline_ha"]  # fmt: skip
+            "n_locations", "score_max", "area_ha", "mined_ha", "outline_ha"]  # fmt: skip
     if len(locations) == 0:
         return gpd.GeoDataFrame({c: pd.Series(dtype=object) for c in cols}, geometry=gpd.GeoSeries([], crs=4326), crs=4326)
     loc = locations.sort_values("location_id", kind="stable").reset_index(drop=True)
+    if "mined_ha" not in loc.columns:
+        loc["mined_ha"] = np.nan
 
     def col(c: str) -> pd.Series:
         return loc[c].astype(object).where(loc[c].notna(), "").astype(str)
@@ -456,7 +486,7 @@ def persistence_polygons(locations: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "first_seen": loc.loc[fs.to_numpy(), "first_seen"].to_numpy(), "last_seen": loc.loc[ls.to_numpy(), "last_seen"].to_numpy(),
             "n_witness": gg["n_witness"].max().to_numpy(dtype=int), "n_locations": gg.size().to_numpy(dtype=int),
             "score_max": gg["score"].max().to_numpy(dtype=float), "area_ha": gg["area_ha"].sum().to_numpy(dtype=float),
-            "geometry": shapely.make_valid(merged[uniq]),
+            "mined_ha": gg["mined_ha"].sum(min_count=1).to_numpy(dtype=float), "geometry": shapely.make_valid(merged[uniq]),
         })  # fmt: skip
         parts.append(df)
     out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=4326)
@@ -558,8 +588,12 @@ def read_sightings(paths: Sequence[Path], thresholds: Thresholds | None) -> tupl
     Patch files are thresholded here (usual pair → a detection; provisional pair → ``prov``), with
     ``thresholds`` (required for patch files). Polygon layers are detections as they stand; ``prov``
     is ``score_max ≥ t_prov`` when they carry a score, else True (the published layers have no score).
+    ``mined_ha``: for patches :data:`PATCH_CELL_HA` × the mean of the four cells' scar fractions
+    (``mined_tl`` … ``mined_br``); for polygon layers the layer's mined field (``Mined area (ha)``,
+    else ``mined_ha``) shared over the polygon's cells like ``footprint_ha``; NaN without them.
     """
-    from minewatch.postprocess.io import read_layer, read_patches
+    from minewatch.detect.mask import QUARTER_COLUMNS
+    from minewatch.postprocess.io import MINED_FIELDS, read_layer, read_patches
     from minewatch.postprocess.threshold import ThresholdParams, classify
 
     parts: list[pd.DataFrame] = []
@@ -574,21 +608,33 @@ def read_sightings(paths: Sequence[Path], thresholds: Thresholds | None) -> tupl
             keep, _ = classify(pt, ThresholdParams(thresholds.t_main, thresholds.t_iso))
             prov, _ = classify(pt, ThresholdParams(thresholds.t_prov, thresholds.t_prov_iso))
             kept = pt[keep]
+            if all(c in kept.columns for c in QUARTER_COLUMNS):  # the location's mined fraction: mean of its four cells' scar fractions
+                frac = np.clip(kept[list(QUARTER_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float).mean(axis=1), 0.0, 1.0)
+            else:
+                frac = np.full(len(kept), np.nan)
             parts.append(pd.DataFrame({
                 "location_id": patch_locations(kept), "period": kept["period"].to_numpy(), "prov": prov[keep],
-                "score": kept["score"].to_numpy(dtype=float), "area_ha": PATCH_CELL_HA, "centre": True, "geometry": kept.geometry.to_numpy(),
+                "score": kept["score"].to_numpy(dtype=float), "area_ha": PATCH_CELL_HA, "mined_ha": PATCH_CELL_HA * frac,
+                "centre": True, "geometry": kept.geometry.to_numpy(),
             }))  # fmt: skip
             kinds[path.name] = "patches"
         else:
-            layer = read_layer(path, area_field=None)
+            try:  # the layer's mined-area field (published ``Mined area (ha)``, else minewatch's ``mined_ha``)
+                layer = read_layer(path, area_field="auto")
+            except MinewatchError:  # e.g. a mined field with gaps: no estimate for this layer
+                layer = read_layer(path, area_field=None)
             periods.update(layer["period"].unique().tolist())
             idx, lids, cells, centre = polygon_locations(layer.geometry.to_numpy())
-            share = layer["footprint_ha"].to_numpy(dtype=float) / np.bincount(idx, minlength=len(layer)).clip(min=1)
+            n_cells = np.bincount(idx, minlength=len(layer)).clip(min=1)
+            share = layer["footprint_ha"].to_numpy(dtype=float) / n_cells
+            stated = layer["stated_ha"].to_numpy(dtype=float) if layer.attrs.get("area_field") in MINED_FIELDS else np.full(len(layer), np.nan)
+            mined_share = stated / n_cells  # NaN when the layer has no mined field (never the footprint)
             score = layer["score_max"].to_numpy(dtype=float) if "score_max" in layer.columns else np.full(len(layer), np.nan)
             sc = score[idx]
             prov = np.ones(len(idx), dtype=bool) if thresholds is None or np.isnan(score).all() else (sc >= thresholds.t_prov)
             parts.append(pd.DataFrame({"location_id": lids, "period": layer["period"].to_numpy()[idx], "prov": prov,
-                                       "score": sc, "area_ha": share[idx], "centre": centre, "geometry": cells}))  # fmt: skip
+                                       "score": sc, "area_ha": share[idx], "mined_ha": mined_share[idx], "centre": centre,
+                                       "geometry": cells}))  # fmt: skip
             kinds[path.name] = "polygons" + ("" if "score_max" in layer.columns else " (no score)")
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["location_id", "period", "prov", "score", "geometry"])
     return Sightings.from_frame(df), sorted(periods, key=lambda p: parse_period(p).key), {"inputs": kinds}
@@ -641,8 +687,9 @@ def _first_sightings(sightings: Sightings, periods: Sequence[str]) -> tuple[pd.D
     order = sorted({parse_period(p) for p in periods}, key=lambda p: p.key)
     rank = {p.label: i for i, p in enumerate(order)}
     total = t.groupby("location_id")["area_ha"].sum()
+    mined = t.groupby("location_id")["mined_ha"].sum(min_count=1)
     first = t.assign(_r=t["period"].map(rank)).sort_values(["location_id", "_r"], kind="stable").drop_duplicates("location_id")
-    first = first.assign(area_ha=first["location_id"].map(total).to_numpy())
+    first = first.assign(area_ha=first["location_id"].map(total).to_numpy(), mined_ha=first["location_id"].map(mined).to_numpy(dtype=float))
     return first.reset_index(drop=True), order
 
 
@@ -690,7 +737,8 @@ def persistence_increments(sightings: Sightings, periods: Sequence[str], params:
         "confirmed_in": cin[has_closed].astype(str), "n_witness": n_w[has_closed], "first_seen": conf["period"].to_numpy(),
         "last_seen": last_label, "period": onset[has_closed].astype(str),
         "n_seen": conf["period"].map(seen_from).to_numpy(dtype=int),
-        "score": conf["score"].to_numpy(), "area_ha": conf["area_ha"].to_numpy(), "geometry": conf["geometry"].to_numpy(),
+        "score": conf["score"].to_numpy(), "area_ha": conf["area_ha"].to_numpy(), "mined_ha": conf["mined_ha"].to_numpy(dtype=float),
+        "geometry": conf["geometry"].to_numpy(),
     })  # fmt: skip
     pmask = ~has_closed & first["prov"].to_numpy()
     prov = first[pmask]
@@ -700,7 +748,8 @@ def persistence_increments(sightings: Sightings, periods: Sequence[str], params:
         "n_witness": prov["period"].map(open_from).to_numpy(dtype=int), "first_seen": prov["period"].to_numpy(),
         "last_seen": last_label, "period": prov["period"].to_numpy(),
         "n_seen": prov["period"].map(seen_from).to_numpy(dtype=int),
-        "score": prov["score"].to_numpy(), "area_ha": prov["area_ha"].to_numpy(), "geometry": prov["geometry"].to_numpy(),
+        "score": prov["score"].to_numpy(), "area_ha": prov["area_ha"].to_numpy(), "mined_ha": prov["mined_ha"].to_numpy(dtype=float),
+        "geometry": prov["geometry"].to_numpy(),
     })  # fmt: skip
     rows = pd.concat([confirmed, provisional], ignore_index=True)
     if len(rows) == 0:
@@ -722,6 +771,8 @@ def period_summary_increments(sightings: Sightings, locations: gpd.GeoDataFrame,
     st = t["location_id"].map(lt["status"]).to_numpy(dtype=object) if lt is not None else np.full(len(t), None, dtype=object)
     on = pd.to_numeric(t["location_id"].map(lt["onset"]), errors="coerce").to_numpy() if lt is not None else np.full(len(t), np.nan)
     area = t["area_ha"].to_numpy(dtype=float)
+    mined = t["mined_ha"].to_numpy(dtype=float)
+    known = _has_mined(t)
     srank = t["period"].map(rank).to_numpy()
     rows = []
     for i, p in enumerate(order):
@@ -736,6 +787,8 @@ def period_summary_increments(sightings: Sightings, locations: gpd.GeoDataFrame,
                 f"{prefix}confirmed": int(len(np.unique(t["location_id"].to_numpy()[m & conf]))), f"{prefix}confirmed_ha": float(area[m & conf].sum()),
                 f"{prefix}provisional": int(len(np.unique(t["location_id"].to_numpy()[m & prov]))), f"{prefix}provisional_ha": float(area[m & prov].sum()),
                 f"{prefix}unconfirmed": int(len(np.unique(t["location_id"].to_numpy()[un]))), f"{prefix}unconfirmed_ha": float(area[un].sum()),
+                f"{prefix}mined_ha": _mined_sum(mined[m], known), f"{prefix}confirmed_mined_ha": _mined_sum(mined[m & conf], known),
+                f"{prefix}provisional_mined_ha": _mined_sum(mined[m & prov], known),
             })  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
