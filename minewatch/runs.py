@@ -36,6 +36,7 @@ What lands in the folder:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -46,7 +47,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -937,18 +938,24 @@ class UnitRun:
         except BaseException:
             self._cleanup(failed=True)
             raise
-        try:
+        with self._undone_on_failure(self.root):
             self.previous = self._previous()
             names = None if self.layout == "folder" else [self.target.name, *self._previous_names()]
             remove_stray_temp(self.root, names)
             self.staging.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @contextlib.contextmanager
+    def _undone_on_failure(self, where: Path) -> Iterator[None]:
+        """Any failure inside undoes the run (``_cleanup``); an OSError becomes one line naming ``where``."""
+        try:
+            yield
         except OSError as e:
             self._cleanup(failed=True)
-            raise output_error(e, self.root) from None
+            raise output_error(e, where) from None
         except BaseException:
             self._cleanup(failed=True)
             raise
-        return self
 
     def _previous(self) -> dict[str, Any] | None:
         if not self.manifest_path.exists():
@@ -971,14 +978,8 @@ class UnitRun:
             if isinstance(exc, OSError):
                 raise output_error(exc, self.target) from None
             return
-        try:
+        with self._undone_on_failure(self.target):
             self._commit()
-        except OSError as e:
-            self._cleanup(failed=True)
-            raise output_error(e, self.target) from None
-        except BaseException:
-            self._cleanup(failed=True)
-            raise
         self._cleanup(failed=False)
 
     def _staged(self) -> dict[Path, Path]:
@@ -1108,18 +1109,12 @@ class DirectRun(UnitRun):
         import shutil
 
         shutil.rmtree(self.staging, ignore_errors=True)
-        try:
+        with self._undone_on_failure(self.root):
             if self.previous is None:
                 foreign = sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and not is_bookkeeping(p.name))
                 if foreign:
                     raise MinewatchError(self.root, f"already holds files that no earlier '{self.command}' run wrote ({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}); give a new or empty folder")
             self._write("running", {})
-        except OSError as e:
-            self._cleanup(failed=True)
-            raise output_error(e, self.root) from None
-        except BaseException:
-            self._cleanup(failed=True)
-            raise
         return self
 
     def stage(self, final: str | os.PathLike[str]) -> Path:
