@@ -20,6 +20,7 @@ Date windows are inclusive calendar dates (:attr:`Period.start`, :attr:`Period.e
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import numbers
 import re
@@ -132,9 +133,22 @@ def parse_period(value: object, source: str | Path = "--period") -> Period:
     """The :class:`Period` that ``value`` denotes, or a one-line :class:`MinewatchError`.
 
     ``source`` names where the value came from (an option, or a file) for the error message.
+    Strings are parsed once and remembered (layers repeat one period on every row; errors are
+    never remembered).
     """
     if isinstance(value, Period):
         return value
+    if type(value) is str:
+        return _parse_text(value, source)
+    return _parse(value, source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str, source: str | Path) -> Period:
+    return _parse(value, source)
+
+
+def _parse(value: object, source: str | Path) -> Period:
     if isinstance(value, bool) or is_missing(value):
         raise _error(value, source, "no period")
     if isinstance(value, numbers.Integral):

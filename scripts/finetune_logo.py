@@ -39,7 +39,9 @@ from minewatch.chips import load_chips  # noqa: E402
 from minewatch.config import shared_data_dir  # noqa: E402
 
 RUNS = REPO / "runs" / "finetune-logo"
-BASE_EPOCHS = 3
+BASE_EPOCHS = int(os.environ.get("BASE_EPOCHS", "16"))
+"""The recipe's own leave-one-group-out length (``LOSO_MEMBER``); 3 was used on a loaded machine."""
+BASE_THREADS = int(os.environ.get("BASE_THREADS", "2"))
 
 
 def _td():  # scripts/train_default.py holds the recipes and the groups
@@ -51,7 +53,7 @@ def _td():  # scripts/train_default.py holds the recipes and the groups
 
 def base_config():
     td = _td()
-    return replace(td.LOSO_MEMBER, epochs=BASE_EPOCHS, patience=BASE_EPOCHS)
+    return replace(td.LOSO_MEMBER, epochs=BASE_EPOCHS, patience=BASE_EPOCHS, threads=BASE_THREADS)
 
 
 def group_args(group: str) -> tuple[list[Path], list[str]]:

@@ -85,6 +85,12 @@ def test_change_cli_on_the_published_layers(tmp_path: Path) -> None:
     assert (t["growth_pieces"].dropna() > 0).all()
     pieces = gpd.read_parquet(tmp_path / "change out" / "change.parquet")
     assert (pieces["area_ha"] >= 11).all() and set(pieces["change"]) == {"growth"}
+    # the same command again (another folder): the same bytes (no timings or run ids in the files)
+    r = subprocess.run([sys.executable, "-m", "minewatch.cli.main", "change", str(det), "--out", "again"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for name in ("change.geojson", "change.csv"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "change out" / name).read_bytes(), name
     r = subprocess.run([sys.executable, "-m", "minewatch.cli.main", "change", str(det), "--out", "x", "--min-polygon-ha", "-1"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "--min-polygon-ha" in r.stderr

@@ -234,7 +234,7 @@ def _asset_hrefs(plan: TilePlan, source: Source) -> list[list[dict[str, str]]]:
 def read_tile_windows(plan: TilePlan, source: Source, threads: int = 1) -> list[list[dict[str, _Window]]]:
     """Every asset of every scene of the plan read once (``threads`` files at a time: GDAL's
     DEFLATE/JPEG2000 decoding releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from minewatch.scheduling import map_threads
 
     hrefs = _asset_hrefs(plan, source)
     jobs = [(t, k, b, h) for t, group in enumerate(hrefs) for k, item in enumerate(group) for b, h in item.items()]
@@ -245,12 +245,7 @@ def read_tile_windows(plan: TilePlan, source: Source, threads: int = 1) -> list[
         with reader_env(source):
             out[t][k][b] = read_window(h, plan.tile, "nearest" if b in MASK_BANDS else plan.resampling)
 
-    if threads <= 1:
-        for j in jobs:
-            one(j)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(one, jobs))
+    map_threads(one, jobs, threads)
     return out
 
 
@@ -281,7 +276,7 @@ def direct_composite(plan: TilePlan, source: Source, threads: int = 1, strip_px:
     ``threads`` threads. Memory: the native-resolution windows (about half the 10 m stack for
     12 bands) plus one strip.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from minewatch.scheduling import map_threads
 
     if not plan.items:
         raise ValueError(f"{plan.tile.id}: no scenes to load")
@@ -293,11 +288,5 @@ def direct_composite(plan: TilePlan, source: Source, threads: int = 1, strip_px:
         y1 = min(y0 + strip_px, ny)
         out[:, y0:y1] = composite_block(strip_stack(windows, plan.load_bands, y0, y1, nx), plan.load_bands, plan.bands, plan.offsets, plan.mask)
 
-    starts = range(0, ny, strip_px)
-    if threads <= 1:
-        for y0 in starts:
-            strip(y0)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(strip, starts))
+    map_threads(strip, range(0, ny, strip_px), threads)
     return out

@@ -196,7 +196,9 @@ def read_layers(paths: Sequence[str | Path], area_field: str | None = "auto") ->
     """Several layers (e.g. one per period) concatenated, rows in time order of their periods."""
     if not paths:
         raise MinewatchError("LAYER", "give at least one mining layer")
-    parts = [read_layer(p, area_field=area_field) for p in paths]
+    from minewatch.scheduling import map_threads
+
+    parts = map_threads(lambda p: read_layer(p, area_field=area_field), paths)  # pyogrio and GEOS release the GIL
     fields = {p.attrs.get("area_field") for p in parts}
     gdf = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326)
     order = {p: i for i, p in enumerate(sort_periods(gdf["period"].tolist()))}

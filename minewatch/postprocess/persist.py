@@ -467,8 +467,9 @@ def persistence_polygons(locations: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     loc["_l"] = loc["last_seen"].map(pkey)
     # order-free digest of a polygon's locations: the wrapping sum of 64-bit hashes of their ids
     loc["_h"] = np.array([int.from_bytes(hashlib.sha256(x.encode()).digest()[:8], "little") for x in loc["location_id"]], dtype=np.uint64)
-    parts = []
-    for key in sorted(pd.unique(loc["_key"])):
+    from minewatch.scheduling import map_threads
+
+    def group(key: str) -> pd.DataFrame:
         g = loc[loc["_key"] == key]
         zone = g["location_id"].str.split(":", n=1).str[0].astype(int).to_numpy()
         merged, labels = dissolve_patch_geometries(g.geometry.to_numpy(), 32600 + zone)  # lattice squares: exact fast path
@@ -480,7 +481,7 @@ def persistence_polygons(locations: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
         gg = g.assign(_lab=labels).groupby("_lab", sort=True)
         status, onset, cin, period = key.split("|")
         fs, ls = gg["_f"].idxmin(), gg["_l"].idxmax()
-        df = pd.DataFrame({
+        return pd.DataFrame({
             "polygon_id": [hashlib.sha256(f"{key}|{int(d)}".encode()).hexdigest()[:16] for d in digest],
             "status": status, "onset": onset or None, "confirmed_in": cin or None, "period": period,
             "first_seen": loc.loc[fs.to_numpy(), "first_seen"].to_numpy(), "last_seen": loc.loc[ls.to_numpy(), "last_seen"].to_numpy(),
@@ -488,7 +489,9 @@ def persistence_polygons(locations: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
             "score_max": gg["score"].max().to_numpy(dtype=float), "area_ha": gg["area_ha"].sum().to_numpy(dtype=float),
             "mined_ha": gg["mined_ha"].sum(min_count=1).to_numpy(dtype=float), "geometry": shapely.make_valid(merged[uniq]),
         })  # fmt: skip
-        parts.append(df)
+
+    # one status/date group per thread: the dissolve (GEOS) releases the GIL
+    parts = map_threads(group, sorted(pd.unique(loc["_key"])))
     out = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=4326)
     out.insert(len(cols) - 1, "outline_ha", area_ha(out.geometry))
     return out.sort_values(["status", "period", "polygon_id"], kind="stable").reset_index(drop=True)
@@ -582,6 +585,46 @@ def _is_patch_file(path: Path) -> bool:
     return {"score", "tile", "row", "col"} <= names
 
 
+def _sightings_of(path: Path, thresholds: Thresholds | None) -> tuple[pd.DataFrame, set[str], str]:
+    """One input's sightings (see :func:`read_sightings`), the periods it holds and its kind."""
+    from minewatch.detect.mask import QUARTER_COLUMNS
+    from minewatch.postprocess.io import MINED_FIELDS, read_layer, read_patches
+    from minewatch.postprocess.threshold import ThresholdParams, classify
+
+    if _is_patch_file(path):
+        assert thresholds is not None
+        pt = read_patches(path)
+        keep, _ = classify(pt, ThresholdParams(thresholds.t_main, thresholds.t_iso))
+        prov, _ = classify(pt, ThresholdParams(thresholds.t_prov, thresholds.t_prov_iso))
+        kept = pt[keep]
+        if all(c in kept.columns for c in QUARTER_COLUMNS):  # the location's mined fraction: mean of its four cells' scar fractions
+            frac = np.clip(kept[list(QUARTER_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float).mean(axis=1), 0.0, 1.0)
+        else:
+            frac = np.full(len(kept), np.nan)
+        df = pd.DataFrame({
+            "location_id": patch_locations(kept), "period": kept["period"].to_numpy(), "prov": prov[keep],
+            "score": kept["score"].to_numpy(dtype=float), "area_ha": PATCH_CELL_HA, "mined_ha": PATCH_CELL_HA * frac,
+            "centre": True, "geometry": kept.geometry.to_numpy(),
+        })  # fmt: skip
+        return df, set(pt["period"].unique().tolist()), "patches"
+    try:  # the layer's mined-area field (published ``Mined area (ha)``, else minewatch's ``mined_ha``)
+        layer = read_layer(path, area_field="auto")
+    except MinewatchError:  # e.g. a mined field with gaps: no estimate for this layer
+        layer = read_layer(path, area_field=None)
+    idx, lids, cells, centre = polygon_locations(layer.geometry.to_numpy())
+    n_cells = np.bincount(idx, minlength=len(layer)).clip(min=1)
+    share = layer["footprint_ha"].to_numpy(dtype=float) / n_cells
+    stated = layer["stated_ha"].to_numpy(dtype=float) if layer.attrs.get("area_field") in MINED_FIELDS else np.full(len(layer), np.nan)
+    mined_share = stated / n_cells  # NaN when the layer has no mined field (never the footprint)
+    score = layer["score_max"].to_numpy(dtype=float) if "score_max" in layer.columns else np.full(len(layer), np.nan)
+    sc = score[idx]
+    prov = np.ones(len(idx), dtype=bool) if thresholds is None or np.isnan(score).all() else (sc >= thresholds.t_prov)
+    df = pd.DataFrame({"location_id": lids, "period": layer["period"].to_numpy()[idx], "prov": prov,
+                       "score": sc, "area_ha": share[idx], "mined_ha": mined_share[idx], "centre": centre,
+                       "geometry": cells})  # fmt: skip
+    return df, set(layer["period"].unique().tolist()), "polygons" + ("" if "score_max" in layer.columns else " (no score)")
+
+
 def read_sightings(paths: Sequence[Path], thresholds: Thresholds | None) -> tuple[Sightings, list[str], dict[str, object]]:
     """Sightings from patch files and/or polygon layers, the periods given, and what was read.
 
@@ -592,50 +635,15 @@ def read_sightings(paths: Sequence[Path], thresholds: Thresholds | None) -> tupl
     (``mined_tl`` … ``mined_br``); for polygon layers the layer's mined field (``Mined area (ha)``,
     else ``mined_ha``) shared over the polygon's cells like ``footprint_ha``; NaN without them.
     """
-    from minewatch.detect.mask import QUARTER_COLUMNS
-    from minewatch.postprocess.io import MINED_FIELDS, read_layer, read_patches
-    from minewatch.postprocess.threshold import ThresholdParams, classify
+    from minewatch.scheduling import map_threads
 
-    parts: list[pd.DataFrame] = []
-    periods: set[str] = set()
-    kinds: dict[str, str] = {}
-    for path in paths:
-        if _is_patch_file(path):
-            if thresholds is None:
-                raise MinewatchError(path, "patch scores need thresholds (a model card)")
-            pt = read_patches(path)
-            periods.update(pt["period"].unique().tolist())
-            keep, _ = classify(pt, ThresholdParams(thresholds.t_main, thresholds.t_iso))
-            prov, _ = classify(pt, ThresholdParams(thresholds.t_prov, thresholds.t_prov_iso))
-            kept = pt[keep]
-            if all(c in kept.columns for c in QUARTER_COLUMNS):  # the location's mined fraction: mean of its four cells' scar fractions
-                frac = np.clip(kept[list(QUARTER_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float).mean(axis=1), 0.0, 1.0)
-            else:
-                frac = np.full(len(kept), np.nan)
-            parts.append(pd.DataFrame({
-                "location_id": patch_locations(kept), "period": kept["period"].to_numpy(), "prov": prov[keep],
-                "score": kept["score"].to_numpy(dtype=float), "area_ha": PATCH_CELL_HA, "mined_ha": PATCH_CELL_HA * frac,
-                "centre": True, "geometry": kept.geometry.to_numpy(),
-            }))  # fmt: skip
-            kinds[path.name] = "patches"
-        else:
-            try:  # the layer's mined-area field (published ``Mined area (ha)``, else minewatch's ``mined_ha``)
-                layer = read_layer(path, area_field="auto")
-            except MinewatchError:  # e.g. a mined field with gaps: no estimate for this layer
-                layer = read_layer(path, area_field=None)
-            periods.update(layer["period"].unique().tolist())
-            idx, lids, cells, centre = polygon_locations(layer.geometry.to_numpy())
-            n_cells = np.bincount(idx, minlength=len(layer)).clip(min=1)
-            share = layer["footprint_ha"].to_numpy(dtype=float) / n_cells
-            stated = layer["stated_ha"].to_numpy(dtype=float) if layer.attrs.get("area_field") in MINED_FIELDS else np.full(len(layer), np.nan)
-            mined_share = stated / n_cells  # NaN when the layer has no mined field (never the footprint)
-            score = layer["score_max"].to_numpy(dtype=float) if "score_max" in layer.columns else np.full(len(layer), np.nan)
-            sc = score[idx]
-            prov = np.ones(len(idx), dtype=bool) if thresholds is None or np.isnan(score).all() else (sc >= thresholds.t_prov)
-            parts.append(pd.DataFrame({"location_id": lids, "period": layer["period"].to_numpy()[idx], "prov": prov,
-                                       "score": sc, "area_ha": share[idx], "mined_ha": mined_share[idx], "centre": centre,
-                                       "geometry": cells}))  # fmt: skip
-            kinds[path.name] = "polygons" + ("" if "score_max" in layer.columns else " (no score)")
+    if any(_is_patch_file(p) for p in paths) and thresholds is None:
+        raise MinewatchError(next(p for p in paths if _is_patch_file(p)), "patch scores need thresholds (a model card)")
+    # one file per thread: pyogrio, GEOS and PROJ release the GIL, and the files are independent
+    read = map_threads(lambda p: _sightings_of(p, thresholds), paths)
+    parts = [r[0] for r in read]
+    periods = set().union(*(r[1] for r in read)) if read else set()
+    kinds = {p.name: r[2] for p, r in zip(paths, read)}
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["location_id", "period", "prov", "score", "geometry"])
     return Sightings.from_frame(df), sorted(periods, key=lambda p: parse_period(p).key), {"inputs": kinds}
 
@@ -774,6 +782,14 @@ def period_summary_increments(sightings: Sightings, locations: gpd.GeoDataFrame,
     mined = t["mined_ha"].to_numpy(dtype=float)
     known = _has_mined(t)
     srank = t["period"].map(rank).to_numpy()
+    codes, uniq_ids = pd.factorize(t["location_id"])
+    seen = np.zeros(len(uniq_ids), dtype=bool)
+
+    def n_loc(mask: np.ndarray) -> int:  # distinct locations among the masked sightings (int codes: no string sort)
+        seen[:] = False
+        seen[codes[mask]] = True
+        return int(seen.sum())
+
     rows = []
     for i, p in enumerate(order):
         conf = (st == STATUS_CONFIRMED) & (on <= p.year)
@@ -783,10 +799,10 @@ def period_summary_increments(sightings: Sightings, locations: gpd.GeoDataFrame,
         for prefix, m in (("", srank <= i), ("new_", srank == i)):
             un = m & ~conf & ~prov
             row.update({
-                f"{prefix}locations": int(len(np.unique(t["location_id"].to_numpy()[m]))), f"{prefix}area_ha": float(area[m].sum()),
-                f"{prefix}confirmed": int(len(np.unique(t["location_id"].to_numpy()[m & conf]))), f"{prefix}confirmed_ha": float(area[m & conf].sum()),
-                f"{prefix}provisional": int(len(np.unique(t["location_id"].to_numpy()[m & prov]))), f"{prefix}provisional_ha": float(area[m & prov].sum()),
-                f"{prefix}unconfirmed": int(len(np.unique(t["location_id"].to_numpy()[un]))), f"{prefix}unconfirmed_ha": float(area[un].sum()),
+                f"{prefix}locations": n_loc(m), f"{prefix}area_ha": float(area[m].sum()),
+                f"{prefix}confirmed": n_loc(m & conf), f"{prefix}confirmed_ha": float(area[m & conf].sum()),
+                f"{prefix}provisional": n_loc(m & prov), f"{prefix}provisional_ha": float(area[m & prov].sum()),
+                f"{prefix}unconfirmed": n_loc(un), f"{prefix}unconfirmed_ha": float(area[un].sum()),
                 f"{prefix}mined_ha": _mined_sum(mined[m], known), f"{prefix}confirmed_mined_ha": _mined_sum(mined[m & conf], known),
                 f"{prefix}provisional_mined_ha": _mined_sum(mined[m & prov], known),
             })  # fmt: skip

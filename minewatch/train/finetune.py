@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -60,10 +59,9 @@ REBUILD_MAX_DIFF = 1e-4
 
 def default_threads() -> int:
     """Every core this process may run on (``train`` used one before; ``--threads`` overrides)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from minewatch.scheduling import cores
+
+    return max(1, cores())
 
 
 @dataclass
