@@ -75,7 +75,12 @@ def run_base(group: str) -> Path:
 
 NS = (25, 50, 100, 200)
 DRAWS = (0, 1, 2)
-EVAL_GROUP = {"geo-regions": "region:geo_holdout_napo-caquetá", "peru-bd-mineria": "source:BD_MineriaAurifera*"}
+EVAL_GROUP = {"geo-regions": "region:geo_holdout_napo-caquetá", "peru-bd-mineria": "source:BD_MineriaAurifera*",
+              "acre": "source:v4.0-CNN-2025_acre_negatives"}
+MINE_GROUPS = ("geo-regions", "peru-bd-mineria")
+KEEPS = (0.0, 0.25, 0.5)
+"""Weight interpolation back toward the base (``FinetuneConfig.keep``), all measured from the same
+fine-tuning run: 0 is the plain fine-tune."""
 """The left-out group drawn from and evaluated on (geo-regions also leaves out Pará–Kayapó, 31 chips:
 kept as a second never-seen place, reported as is)."""
 
@@ -119,15 +124,18 @@ def _figures(model, val, ev, others) -> dict:  # noqa: ANN001
     t99 = metrics.threshold_at_specificity(val.labels, pv, 0.99)
     pe = _scores(model, ev.pixels)
     neg = pv[val.labels == 0]
-    y = np.concatenate([ev.labels, np.zeros(len(neg), np.uint8)])
     out = {
         "val_ap": metrics.average_precision(val.labels, pv),
         "val_sens_at_spec99": metrics.sensitivity_at_specificity(val.labels, pv),
         "threshold_spec99": t99,
         "n_eval": len(ev),
-        "eval_sens_at_spec99": float((pe[ev.labels == 1] >= t99).mean()),
-        "eval_ap_vs_val_negatives": metrics.average_precision(y, np.concatenate([pe, neg])),
     }
+    if (ev.labels == 1).any():  # a group of mines: how many are found, and ranked against the validation not-mines
+        y = np.concatenate([ev.labels, np.zeros(len(neg), np.uint8)])
+        out["eval_sens_at_spec99"] = float((pe[ev.labels == 1] >= t99).mean())
+        out["eval_ap_vs_val_negatives"] = metrics.average_precision(y, np.concatenate([pe, neg]))
+    if (ev.labels == 0).any():  # a group of not-mines: the share that would be false alarms
+        out["eval_false_alarm_rate"] = float((pe[ev.labels == 0] >= t99).mean())
     for name, c in others.items():
         out[f"{name}_sens_at_spec99"] = float((_scores(model, c.pixels)[c.labels == 1] >= t99).mean())
     return out
@@ -139,7 +147,7 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
 
     from minewatch.atomic import write_json_atomic
     from minewatch.models.package import load_package
-    from minewatch.train.finetune import FinetuneConfig, finetune_model, rebuild_members
+    from minewatch.train.finetune import FinetuneConfig, finetune_model, interpolate_, rebuild_members
     from minewatch.train.loop import TrainConfig, make_split
 
     out_json = out_json or RUNS / f"measure-{group}.json"
@@ -175,10 +183,17 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
             m = copy.deepcopy(member.model)
             local = chips.subset(order[:n])
             run = finetune_model(m, local, train, FinetuneConfig(**{**ft.to_dict(), "seed": d}), aug)
-            fig = _figures(m, val, ev, others)
-            res[key] = {**fig, "n_local": n, "n_local_pos": int(local.labels.sum()), "steps": run["steps"], "seconds": run["seconds"], "wall": round(time.time() - t, 1)}
+            by_keep = {}
+            for keep in KEEPS:  # the same run, interpolated back toward the base
+                mk = copy.deepcopy(m)
+                if keep:
+                    interpolate_(mk, member.model.state_dict(), keep)
+                by_keep[str(keep)] = _figures(mk, val, ev, others)
+            fig = by_keep["0.0"]
+            res[key] = {**fig, "by_keep": by_keep, "n_local": n, "n_local_pos": int(local.labels.sum()), "steps": run["steps"], "seconds": run["seconds"], "wall": round(time.time() - t, 1)}
             write_json_atomic(out_json, res)
-            print(f"{group} N={n} draw={d}: eval sens@spec99 {fig['eval_sens_at_spec99']:.3f}, AP {fig['eval_ap_vs_val_negatives']:.3f}, val AP {fig['val_ap']:.4f} ({time.time() - t:.0f} s)", flush=True)
+            main = "eval_sens_at_spec99" if "eval_sens_at_spec99" in fig else "eval_false_alarm_rate"
+            print(f"{group} N={n} draw={d}: " + ", ".join(f"keep {k}: {main} {v[main]:.3f} val AP {v['val_ap']:.4f}" for k, v in by_keep.items()) + f" ({time.time() - t:.0f} s)", flush=True)
     return out_json
 
 
@@ -192,51 +207,79 @@ def _stat(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f} ({min(vals):.3f}–{max(vals):.3f})"
 
 
-def _pooled() -> dict[int, list[float]]:
-    """Per N, per draw present in both groups: sensitivity over both groups' evaluation mines together."""
-    res = {}
-    for group in EVAL_GROUP:
-        r: dict = {}
-        for p in sorted(RUNS.glob(f"measure-{group}*.json")):
-            r.update(json.loads(p.read_text()))
-        res[group] = r
-    if len(res) < 2:
-        return {}
+def _results(group: str) -> dict:
+    res: dict = {}
+    for p in sorted(RUNS.glob(f"measure-{group}*.json")):
+        res.update(json.loads(p.read_text()))
+    return res
+
+
+def _fig(row: dict, keep: float) -> dict:
+    """A run's figures at ``keep`` (N = 0 rows are the base: the same at every keep)."""
+    return row.get("by_keep", {}).get(str(keep), row) if "by_keep" in row else row
+
+
+def _pooled(keep: float) -> dict[int, list[float]]:
+    """Per N, per draw present in both mine groups: sensitivity over both groups' evaluation mines together."""
+    res = {g: _results(g) for g in MINE_GROUPS}
     out: dict[int, list[float]] = {}
     for n in (0, *NS):
         for d in DRAWS:
-            rows = [res[g].get(f"{n}/{d}") for g in EVAL_GROUP]
+            rows = [res[g].get(f"{n}/{d}") for g in MINE_GROUPS]
             if all(rows):
+                rows = [_fig(r, keep) for r in rows]
                 hit = sum(x["eval_sens_at_spec99"] * x["n_eval"] for x in rows)
                 out.setdefault(n, []).append(hit / sum(x["n_eval"] for x in rows))
     return out
 
 
-def table() -> str:
-    """Markdown: per group and N, mean ± sd (min–max) over the draws that finished."""
+def _val_drop(keep: float) -> dict[int, list[float]]:
+    """Per N: validation AP lost against the base (each mine group's draws), the forgetting price."""
+    out: dict[int, list[float]] = {}
+    for g in MINE_GROUPS:
+        res = _results(g)
+        for n in NS:
+            for d in DRAWS:
+                if f"{n}/{d}" in res and f"0/{d}" in res:
+                    out.setdefault(n, []).append(res[f"0/{d}"]["val_ap"] - _fig(res[f"{n}/{d}"], keep)["val_ap"])
+    return out
+
+
+def table(keeps: tuple[float, ...] = KEEPS) -> str:
+    """Markdown: per group, keep and N, mean ± sd (min–max) over the draws that finished; then pooled."""
     lines = []
     for group in EVAL_GROUP:
-        files = sorted(RUNS.glob(f"measure-{group}*.json"))
-        if not files:
+        res = _results(group)
+        if not res:
             continue
-        res: dict = {}
-        for p in files:
-            res.update(json.loads(p.read_text()))
-        lines += [f"**{res['meta']['eval_group']}** ({res['meta']['n_group']} mines; base: {res['meta']['arch']}, {res['meta']['base_epochs']} epochs, group left out)", "",
-                  "| N local | draws | left-out mines: sens @ 99 % spec. | left-out mines vs val. not-mines: AP | validation AP (other regions) | val. sens @ 99 % spec. |",
-                  "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for n in (0, *NS):
-            rows = [v for k, v in res.items() if k.startswith(f"{n}/")]
-            if not rows:
-                continue
-            lines.append(f"| {n} | {len(rows)} | {_stat([r['eval_sens_at_spec99'] for r in rows])} | {_stat([r['eval_ap_vs_val_negatives'] for r in rows])} | "
-                         f"{_stat([r['val_ap'] for r in rows])} | {_stat([r['val_sens_at_spec99'] for r in rows])} |")  # fmt: skip
+        mines = group in MINE_GROUPS
+        what = "mines" if mines else "not-mines"
+        lines += [f"**{res['meta']['eval_group']}** ({res['meta']['n_group']} {what}; base: {res['meta']['arch']}, {res['meta']['base_epochs']} epochs, group left out)", ""]
+        head = ("| keep | N local | draws | left-out mines: sens @ 99 % spec. | left-out mines vs val. not-mines: AP | validation AP (other regions) | val. sens @ 99 % spec. |" if mines
+                else "| keep | N local | draws | left-out not-mines: false-alarm rate @ val. 99 % spec. threshold | validation AP (other regions) | val. sens @ 99 % spec. |")  # fmt: skip
+        lines += [head, "|" + "---:|" * (head.count("|") - 1)]
+        for keep in keeps:
+            for n in (0, *NS):
+                if n == 0 and keep != keeps[0]:
+                    continue
+                rows = [_fig(v, keep) for k, v in res.items() if k.startswith(f"{n}/")]
+                if not rows:
+                    continue
+                k_txt = "base" if n == 0 else f"{keep:g}"
+                cols = ([_stat([r["eval_sens_at_spec99"] for r in rows]), _stat([r["eval_ap_vs_val_negatives"] for r in rows])] if mines
+                        else [_stat([r["eval_false_alarm_rate"] for r in rows])])  # fmt: skip
+                lines.append(f"| {k_txt} | {n} | {len(rows)} | " + " | ".join(cols) + f" | {_stat([r['val_ap'] for r in rows])} | {_stat([r['val_sens_at_spec99'] for r in rows])} |")
         lines.append("")
-    pooled = _pooled()
-    if pooled:
-        lines += ["**Pooled over both groups' left-out evaluation mines** (sensitivity at each model's validation 99 %-specificity threshold):", "",
-                  "| N local | draws | pooled sens @ 99 % spec. |", "|---:|---:|---:|"]  # fmt: skip
-        lines += [f"| {n} | {len(v)} | {_stat(v)} |" for n, v in pooled.items()]
+    if all(_results(g) for g in MINE_GROUPS):
+        lines += ["**Pooled over both mine groups' left-out evaluation mines** (sensitivity at each model's validation 99 %-specificity threshold), "
+                  "and the validation AP each fine-tune lost against its base (both groups' draws):", "",
+                  "| keep | N local | draws | pooled sens @ 99 % spec. | validation AP lost |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for keep in keeps:
+            pooled, drop = _pooled(keep), _val_drop(keep)
+            for n, v in pooled.items():
+                if n == 0 and keep != keeps[0]:
+                    continue
+                lines.append(f"| {'base' if n == 0 else f'{keep:g}'} | {n} | {len(v)} | {_stat(v)} | {_stat(drop[n]) if n in drop else '–'} |")
         lines.append("")
     text = "\n".join(lines)
     print(text)

@@ -179,3 +179,31 @@ def test_finetune_refuses_a_model_it_cannot_rebuild(tmp_path: Path, real_chips: 
     assert r.exit_code != 0 and "model not found" in r.output
     r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "--init" in r.output
+
+
+def test_keep_interpolates_back_toward_the_base(real_chips: ChipSet) -> None:
+    """``keep`` gives keep·θ_base + (1 − keep)·θ_finetuned, exactly; 0 is the plain fine-tune."""
+    import copy
+
+    import torch
+
+    from minewatch.models import arch
+    from minewatch.train.augment import AugmentConfig
+    from minewatch.train.finetune import FinetuneConfig, finetune_model
+
+    torch.manual_seed(0)
+    base = arch.build("mwnet-tiny", 3)
+    base.eval()
+    local = real_chips.subset(np.arange(24))
+    runs = {}
+    for keep in (0.0, 0.5):
+        m = copy.deepcopy(base)
+        finetune_model(m, local, None, FinetuneConfig(epochs=1, batch_size=8, threads=1, keep=keep), AugmentConfig(atmosphere_p=0.0))
+        runs[keep] = m.state_dict()
+    b = base.state_dict()
+    moved = [k for k, v in b.items() if v.is_floating_point() and not torch.equal(v, runs[0.0][k])]
+    assert moved, "the fine-tune changed nothing"
+    for k in moved:  # the same seed, so the same fine-tuned weights before the interpolation
+        torch.testing.assert_close(runs[0.5][k], 0.5 * b[k] + 0.5 * runs[0.0][k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="--keep"):
+        finetune_model(copy.deepcopy(base), local, None, FinetuneConfig(epochs=1, keep=1.0), AugmentConfig(atmosphere_p=0.0))

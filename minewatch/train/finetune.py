@@ -80,6 +80,12 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = field(default_factory=default_threads)
     freeze_bn: bool = True
+    keep: float = 0.0
+    """Weight-space interpolation back toward the base after fine-tuning: the result is
+    ``keep · θ_base + (1 − keep) · θ_finetuned`` (0 = plain fine-tune). Averaging the weights of a
+    model and its fine-tuned copy keeps much of the gain on the new data while giving back what was
+    forgotten elsewhere (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models", WiSE-FT);
+    exact here because BatchNorm statistics are frozen, so both share them."""
     optimizer: str = "sgd"
     """``sgd`` (momentum 0.9, Nesterov) or ``adamw``. Adam's first steps move every weight by about
     the learning rate whatever its gradient: on the rebuilt default (fcn member, 10 steps on 59 demo
@@ -216,7 +222,10 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
 
     if len(local) == 0:
         raise MinewatchError("--chips", "no local chips to fine-tune on")
+    if not 0.0 <= cfg.keep < 1.0:
+        raise MinewatchError("--keep", f"must be in [0, 1), got {cfg.keep}")
     setup_torch(cfg.threads, True)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     n_loc = max(1, round(cfg.batch_size * (cfg.local_share if replay is not None and len(replay) else 1.0)))
@@ -275,7 +284,17 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
             print(f"  fine-tune epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}", flush=True)
     model.eval()
     model.to(memory_format=torch.contiguous_format)
+    if cfg.keep:
+        interpolate_(model, start, cfg.keep)
     return {"steps": total, "local_per_batch": n_loc, "replay_per_batch": n_rep, "seconds": round(time.time() - t0, 1), "loss_per_epoch": [round(v, 4) for v in losses]}
+
+
+@torch.no_grad()
+def interpolate_(model: nn.Module, base_state: dict[str, torch.Tensor], keep: float) -> None:
+    """``model ← keep · base + (1 − keep) · model``, floating-point tensors only (counters stay)."""
+    for k, v in model.state_dict().items():
+        if v.is_floating_point():
+            v.mul_(1.0 - keep).add_(base_state[k].to(v.dtype), alpha=keep)
 
 
 # ----------------------------------------------------------------------------------------------
