@@ -309,7 +309,34 @@ def table(keeps: tuple[float, ...] = KEEPS) -> str:
     return text
 
 
-STEPS = {"base": run_base, "measure": run_measure, "table": table}
+def select_recipe(group: str = "punino") -> tuple[str, float] | None:
+    """The rule of :data:`VARIANTS` on the development group: prints every candidate, returns the choice."""
+    import numpy as np
+
+    cands = []
+    for vi, variant in enumerate(VARIANTS):
+        runs = [json.loads(measure_path(group, d, variant).read_text()) for d in DRAWS if measure_path(group, d, variant).exists()]
+        rows = {n: [r[k] for r in runs for k in r if k.startswith(f"{n}/")] for n in (0, 100, 200)}
+        if len(runs) < len(DRAWS) or any(len(rows[n]) < len(DRAWS) for n in rows):
+            print(f"{variant}: not finished ({len(runs)} draws)")
+            continue
+        base_ap = float(np.mean([r["val_ap"] for r in rows[0]]))
+        for keep in KEEPS:
+            sens = float(np.mean([_fig(r, keep)["eval_sens_at_spec99"] for r in rows[100]]))
+            lost = {n: base_ap - float(np.mean([_fig(r, keep)["val_ap"] for r in rows[n]])) for n in (100, 200)}
+            ok = all(v <= 0.01 for v in lost.values())
+            cands.append((ok, sens, -vi, -keep, variant, keep))
+            print(f"| {variant} | {keep:g} | {sens:.3f} | {lost[100]:.4f} | {lost[200]:.4f} | {'yes' if ok else 'no'} |")
+    good = [c for c in cands if c[0]]
+    if not good:
+        print("no candidate keeps the validation-AP loss within 0.01")
+        return None
+    best = max(good, key=lambda c: (round(c[1], 6), c[2], c[3]))
+    print(f"chosen: variant {best[4]}, keep {best[5]:g} (dev sens@spec99 at N=100: {best[1]:.3f})")
+    return best[4], best[5]
+
+
+STEPS = {"base": run_base, "measure": run_measure, "table": table, "select": select_recipe}
 
 if __name__ == "__main__":
     for arg in sys.argv[1:]:

@@ -21,6 +21,7 @@ GeoJSON. Field names were checked against the published schemas; see ``docs/moni
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -180,12 +181,12 @@ def _round_or_none(v: object, nd: int = 2) -> float | None:
 # ------------------------------------------------------------------------------------------ formats
 
 
-def _geometries_json(geoms: np.ndarray, precision: int = 7) -> list[dict[str, object]]:
-    """GeoJSON geometry objects, coordinates rounded to ``precision`` decimals (1e-7° ≈ 1 cm); vectorised."""
+def _geometry_texts(geoms: np.ndarray, precision: int = 7) -> list[str]:
+    """GeoJSON geometry texts (GEOS's writer), coordinates rounded to ``precision`` decimals (1e-7° ≈ 1 cm)."""
     if len(geoms) == 0:
         return []
     g = shapely.transform(np.asarray(geoms, dtype=object), lambda c: np.round(c, precision))
-    return [json.loads(x) for x in shapely.to_geojson(g)]
+    return list(shapely.to_geojson(g))
 
 
 def _clean(v: object) -> object:
@@ -200,6 +201,49 @@ def _clean(v: object) -> object:
     return v
 
 
+def _values(col: pd.Series) -> list[object]:
+    """A column as plain Python values with None for missing (vectorised for numeric columns)."""
+    if pd.api.types.is_float_dtype(col.dtype):
+        arr = col.to_numpy(dtype=float)
+        out = arr.astype(object)
+        out[np.isnan(arr)] = None
+        return out.tolist()
+    if pd.api.types.is_integer_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+        return col.tolist()
+    return [_clean(v) for v in col.tolist()]
+
+
+def _rows(alerts: gpd.GeoDataFrame) -> list[dict[str, object]]:
+    """The alert rows as plain Python values (NaN → None), built column by column."""
+    cols = {c: _values(alerts[c]) for c in alerts.columns if c != alerts.geometry.name}
+    return [dict(zip(cols, vals)) for vals in zip(*cols.values())] if len(alerts) else []
+
+
+@functools.lru_cache(maxsize=256)
+def _windows(label: str) -> tuple[str, str, str, str, str, str, str, str]:
+    """Per period label: CoMapeo start/end date-times, then the Guardian Connector t0/t1 dates, month and year."""
+    p = parse_period(label)
+    q = previous_period(p)
+    return (iso_datetime(p.start), iso_datetime(p.end, end_of_day=True), q.start.isoformat(), q.end.isoformat(),
+            p.start.isoformat(), p.end.isoformat(), f"{p.end.month:02d}", str(p.end.year))  # fmt: skip
+
+
+def _comapeo_bodies(alerts: gpd.GeoDataFrame, point: bool = False, rows: list[dict[str, object]] | None = None) -> tuple[list[dict[str, object]], list[str]]:
+    """CoMapeo payloads without their geometry, and the geometries as GeoJSON text."""
+    out = []
+    geoms = shapely.points(alerts["longitude"].to_numpy(), alerts["latitude"].to_numpy()) if point else alerts.geometry.to_numpy()
+    for r in _rows(alerts) if rows is None else rows:
+        w = _windows(str(r["period"]))
+        meta = {
+            "alert_type": ALERT_TYPE, "source": SOURCE, "status": r["status"], "period": r["period"],
+            "area_ha": r["area_ha"], "mined_ha": r["mined_ha"], "confidence": r["confidence"], "onset": r["onset"],
+            "confirmed_in": r["confirmed_in"], "zone_id": None if r["zone_id"] is None else str(r["zone_id"]),
+            "zone_name": r["zone_name"], "airstrip_distance_m": r["airstrip_distance_m"],
+        }  # fmt: skip
+        out.append({"detectionDateStart": w[0], "detectionDateEnd": w[1], "sourceId": r["alert_id"], "metadata": meta})
+    return out, _geometry_texts(geoms)
+
+
 def comapeo_payloads(alerts: gpd.GeoDataFrame, point: bool = False) -> list[dict[str, object]]:
     """Bodies for ``POST /projects/{id}/remoteDetectionAlerts`` of a CoMapeo archive server.
 
@@ -208,21 +252,23 @@ def comapeo_payloads(alerts: gpd.GeoDataFrame, point: bool = False) -> list[dict
     arrays of scalars); ``geometry``: the polygon (or its centroid with ``point``: servers that take
     points only).
     """
-    out = []
-    geoms = shapely.points(alerts["longitude"].to_numpy(), alerts["latitude"].to_numpy()) if point else alerts.geometry.to_numpy()
-    for r, gj in zip(alerts.drop(columns="geometry").to_dict("records"), _geometries_json(geoms)):
-        p = parse_period(r["period"])
-        meta = {
-            "alert_type": ALERT_TYPE, "source": SOURCE, "status": r["status"], "period": r["period"],
-            "area_ha": _clean(r["area_ha"]), "mined_ha": _clean(r["mined_ha"]), "confidence": _clean(r["confidence"]), "onset": _clean(r["onset"]),
-            "confirmed_in": _clean(r["confirmed_in"]), "zone_id": None if _clean(r["zone_id"]) is None else str(r["zone_id"]),
-            "zone_name": _clean(r["zone_name"]), "airstrip_distance_m": _clean(r["airstrip_distance_m"]),
-        }  # fmt: skip
-        out.append({
-            "detectionDateStart": iso_datetime(p.start), "detectionDateEnd": iso_datetime(p.end, end_of_day=True),
-            "sourceId": r["alert_id"], "metadata": meta, "geometry": gj,
+    bodies, geoms = _comapeo_bodies(alerts, point)
+    return [{**b, "geometry": json.loads(g)} for b, g in zip(bodies, geoms)]
+
+
+def _gc_properties(alerts: gpd.GeoDataFrame, rows: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
+    props = []
+    for r in _rows(alerts) if rows is None else rows:
+        w = _windows(str(r["period"]))
+        props.append({
+            "alert_id": r["alert_id"], "alert_type": ALERT_TYPE, "area_alert_ha": r["area_ha"],
+            "mined_area_alert_ha": r["mined_ha"],
+            "date_start_t0": w[2], "date_end_t0": w[3], "date_start_t1": w[4], "date_end_t1": w[5],
+            "month_detec": w[6], "year_detec": w[7],
+            "territory_id": r["zone_id"], "territory_name": r["zone_name"],
+            "confidence": r["confidence"], "status": r["status"], "sat_detect_prefix": "S2", "data_source": SOURCE,
         })  # fmt: skip
-    return out
+    return props
 
 
 def guardian_connector_features(alerts: gpd.GeoDataFrame) -> dict[str, object]:
@@ -232,21 +278,19 @@ def guardian_connector_features(alerts: gpd.GeoDataFrame) -> dict[str, object]:
     comparison baseline); ``month_detec``/``year_detec``: month and year of the end of the detection
     window (text, as those tables store them); ``territory_id``/``territory_name``: the zone.
     """
-    feats = []
-    for r, gj in zip(alerts.drop(columns="geometry").to_dict("records"), _geometries_json(alerts.geometry.to_numpy())):
-        p = parse_period(r["period"])
-        q = previous_period(p)
-        props = {
-            "alert_id": r["alert_id"], "alert_type": ALERT_TYPE, "area_alert_ha": _clean(r["area_ha"]),
-            "mined_area_alert_ha": _clean(r["mined_ha"]),
-            "date_start_t0": q.start.isoformat(), "date_end_t0": q.end.isoformat(),
-            "date_start_t1": p.start.isoformat(), "date_end_t1": p.end.isoformat(),
-            "month_detec": f"{p.end.month:02d}", "year_detec": str(p.end.year),
-            "territory_id": _clean(r["zone_id"]), "territory_name": _clean(r["zone_name"]),
-            "confidence": _clean(r["confidence"]), "status": r["status"], "sat_detect_prefix": "S2", "data_source": SOURCE,
-        }  # fmt: skip
-        feats.append({"type": "Feature", "properties": props, "geometry": gj})
+    feats = [{"type": "Feature", "properties": pr, "geometry": json.loads(g)}
+             for pr, g in zip(_gc_properties(alerts), _geometry_texts(alerts.geometry.to_numpy()))]  # fmt: skip
     return {"type": "FeatureCollection", "features": feats}
+
+
+def _dumps(o: object) -> str:
+    return json.dumps(o, ensure_ascii=False, separators=(",", ":"))
+
+
+def _with_geometry(objs: list[dict[str, object]], geoms: list[str]) -> list[str]:
+    """Each object's JSON with ``"geometry":<text>`` as its last member, the geometry text spliced in
+    as GEOS wrote it (no parse and re-serialise of every coordinate)."""
+    return [_dumps(o)[:-1] + (',"geometry":' if o else '"geometry":') + g + "}" for o, g in zip(objs, geoms)]
 
 
 def write_alerts(aset: AlertSet, out_dir: str | Path, meta: dict[str, object]) -> list[Path]:
@@ -263,11 +307,11 @@ def write_alerts(aset: AlertSet, out_dir: str | Path, meta: dict[str, object]) -
     csv.insert(3, "date", csv.pop("date_end"))  # Forest Watcher-style: one date column, lat/lon columns
     paths.append(write_csv(csv, out / "alerts.csv", meta))
     paths.append(write_gpkg(a, out / "alerts.gpkg"))
-    dumps = lambda o: json.dumps(o, ensure_ascii=False, separators=(",", ":"), sort_keys=False) + "\n"  # noqa: E731
-    paths.append(write_text_atomic(out / "comapeo_alerts.json", dumps(comapeo_payloads(a))))
-    paths.append(write_text_atomic(out / "comapeo_alerts_points.json", dumps(comapeo_payloads(a, point=True))))
-    gc = guardian_connector_features(a)
-    paths.append(write_text_atomic(out / "guardian_connector.geojson", dumps(gc)))
+    rows = _rows(a)
+    for name, point in (("comapeo_alerts.json", False), ("comapeo_alerts_points.json", True)):
+        paths.append(write_text_atomic(out / name, "[" + ",".join(_with_geometry(*_comapeo_bodies(a, point, rows))) + "]\n"))
+    feats = _with_geometry([{"type": "Feature", "properties": pr} for pr in _gc_properties(a, rows)], _geometry_texts(a.geometry.to_numpy()))
+    paths.append(write_text_atomic(out / "guardian_connector.geojson", '{"type":"FeatureCollection","features":[' + ",".join(feats) + "]}\n"))
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps({**meta, "summary": aset.summary}, indent=2, default=str) + "\n", encoding="utf-8")
     paths.append(out / "summary.json")
@@ -286,7 +330,10 @@ def write_gpkg(alerts: gpd.GeoDataFrame, target: Path) -> Path:
 
     polys = alerts.copy()
     polys["zone_id"] = polys["zone_id"].map(lambda v: None if v is None else str(v))
-    polys["geometry"] = polys.geometry.map(lambda g: g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]))  # one geometry type
+    g = polys.geometry.to_numpy().copy()
+    single = shapely.get_type_id(g) == 3
+    g[single] = shapely.multipolygons(g[single], indices=np.arange(int(single.sum())))  # one geometry type
+    polys["geometry"] = g
     points = polys.drop(columns="geometry").assign(geometry=shapely.points(alerts["longitude"].to_numpy(), alerts["latitude"].to_numpy()))
     points = gpd.GeoDataFrame(points, geometry="geometry", crs=4326)
     with atomic_path(target) as tmp:
