@@ -236,9 +236,10 @@ def _stat(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f} ({min(vals):.3f}–{max(vals):.3f})"
 
 
-def _results(group: str) -> dict:
+def _results(group: str, variant: str = "default") -> dict:
     res: dict = {}
-    for p in sorted(RUNS.glob(f"measure-{group}*.json")):
+    pattern = f"measure-{group}-d*.json" if variant == "default" else f"variants/{variant}-{group}-d*.json"
+    for p in sorted(RUNS.glob(pattern)):
         res.update(json.loads(p.read_text()))
     return res
 
@@ -248,9 +249,9 @@ def _fig(row: dict, keep: float) -> dict:
     return row.get("by_keep", {}).get(str(keep), row) if "by_keep" in row else row
 
 
-def _pooled(keep: float) -> dict[int, list[float]]:
+def _pooled(keep: float, variant: str = "default") -> dict[int, list[float]]:
     """Per N, per draw present in both mine groups: sensitivity over both groups' evaluation mines together."""
-    res = {g: _results(g) for g in MINE_GROUPS}
+    res = {g: _results(g, variant) for g in MINE_GROUPS}
     out: dict[int, list[float]] = {}
     for n in (0, *NS):
         for d in DRAWS:
@@ -262,11 +263,11 @@ def _pooled(keep: float) -> dict[int, list[float]]:
     return out
 
 
-def _val_drop(keep: float) -> dict[int, list[float]]:
+def _val_drop(keep: float, variant: str = "default") -> dict[int, list[float]]:
     """Per N: validation AP lost against the base (each mine group's draws), the forgetting price."""
     out: dict[int, list[float]] = {}
     for g in MINE_GROUPS:
-        res = _results(g)
+        res = _results(g, variant)
         for n in NS:
             for d in DRAWS:
                 if f"{n}/{d}" in res and f"0/{d}" in res:
@@ -274,16 +275,17 @@ def _val_drop(keep: float) -> dict[int, list[float]]:
     return out
 
 
-def table(keeps: tuple[float, ...] = KEEPS) -> str:
+def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
     """Markdown: per group, keep and N, mean ± sd (min–max) over the draws that finished; then pooled."""
-    lines = []
+    lines = [f"Recipe `{variant}` ({VARIANTS[variant] or 'the FinetuneConfig defaults'}).", ""]
     for group in EVAL_GROUP:
-        res = _results(group)
+        res = _results(group, variant)
         if not res:
             continue
-        mines = group in MINE_GROUPS
+        mines = group != "acre"  # the Acre group holds not-mines only
         what = "mines" if mines else "not-mines"
-        lines += [f"**{res['meta']['eval_group']}** ({res['meta']['n_group']} {what}; base: {res['meta']['arch']}, {res['meta']['base_epochs']} epochs, group left out)", ""]
+        role = "; development group: chooses the recipe" if group in DEV_GROUPS else ""
+        lines += [f"**{res['meta']['eval_group']}** ({res['meta']['n_group']} {what}; base: {res['meta']['arch']}, {res['meta']['base_epochs']} epochs, group left out{role})", ""]
         head = ("| keep | N local | draws | left-out mines: sens @ 99 % spec. | left-out mines vs val. not-mines: AP | validation AP (other regions) | val. sens @ 99 % spec. |" if mines
                 else "| keep | N local | draws | left-out not-mines: false-alarm rate @ val. 99 % spec. threshold | validation AP (other regions) | val. sens @ 99 % spec. |")  # fmt: skip
         lines += [head, "|" + "---:|" * (head.count("|") - 1)]
@@ -299,12 +301,12 @@ def table(keeps: tuple[float, ...] = KEEPS) -> str:
                         else [_stat([r["eval_false_alarm_rate"] for r in rows])])  # fmt: skip
                 lines.append(f"| {k_txt} | {n} | {len(rows)} | " + " | ".join(cols) + f" | {_stat([r['val_ap'] for r in rows])} | {_stat([r['val_sens_at_spec99'] for r in rows])} |")
         lines.append("")
-    if all(_results(g) for g in MINE_GROUPS):
+    if all(_results(g, variant) for g in MINE_GROUPS):
         lines += ["**Pooled over both mine groups' left-out evaluation mines** (sensitivity at each model's validation 99 %-specificity threshold), "
                   "and the validation AP each fine-tune lost against its base (both groups' draws):", "",
                   "| keep | N local | draws | pooled sens @ 99 % spec. | validation AP lost |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
         for keep in keeps:
-            pooled, drop = _pooled(keep), _val_drop(keep)
+            pooled, drop = _pooled(keep, variant), _val_drop(keep, variant)
             for n, v in pooled.items():
                 if n == 0 and keep != keeps[0]:
                     continue
