@@ -13,18 +13,18 @@ fine-tuned, with nothing added to the package format; converted Keras models can
 
 Fine-tuning (defaults sized for 50–500 local labels on 2 CPU cores, minutes):
 
-* batches of :attr:`FinetuneConfig.batch_size`, half local chips (reshuffled every pass), half a
-  fresh **replay** sample of the original training chips (the base's own training split, never its
-  validation split), so the network does not forget the regions it knew;
+* batches of :attr:`FinetuneConfig.batch_size`, a quarter local chips (reshuffled every pass), the
+  rest a fresh **replay** sample of the original training chips (the base's own training split,
+  never its validation split), so the network does not forget the regions it knew;
 * BatchNorm layers keep their statistics frozen (eval mode): tens of local chips cannot estimate
   them, and frozen statistics keep the rebuilt identity exact; their scale and shift still learn;
-* SGD with Nesterov momentum (see :attr:`FinetuneConfig.optimizer` for why not AdamW), lr 1e-3,
+* SGD with Nesterov momentum (see :attr:`FinetuneConfig.optimizer` for why not AdamW), lr 3e-3,
   warm-up + cosine, the base's augmentations
-  (dihedral, shifts, brightness/contrast, the L1C→L2A atmosphere), no class weighting (the batch mix
-  is already about half mines);
+  (dihedral, shifts, brightness/contrast, the L1C→L2A atmosphere), no class weighting;
 * a fixed number of passes over the local chips (no early stopping: there is no local validation
-  set to select on); an ensemble is fine-tuned member by member (member k with seed ``seed + k``)
-  and merged again.
+  set to select on); then the weights are pulled a quarter of the way back toward the base
+  (:attr:`FinetuneConfig.keep`); an ensemble is fine-tuned member by member (member k with seed
+  ``seed + k``) and merged again.
 
 The threshold is re-set F0.5-optimal on the base's validation split (never trained on by the base
 nor the fine-tune) and the card carries the figures there, on optional held-out local chips
@@ -71,21 +71,26 @@ class FinetuneConfig:
     epochs: int = 20
     """Passes over the local chips."""
     batch_size: int = 64
-    local_share: float = 0.5
+    local_share: float = 0.25
     """Share of each batch drawn from the local chips; the rest is replay (0 with no replay chips)."""
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     label_smoothing: float = 0.05
     warmup_frac: float = 0.1
     seed: int = 0
     threads: int = field(default_factory=default_threads)
     freeze_bn: bool = True
-    keep: float = 0.0
+    keep: float = 0.25
     """Weight-space interpolation back toward the base after fine-tuning: the result is
     ``keep · θ_base + (1 − keep) · θ_finetuned`` (0 = plain fine-tune). Averaging the weights of a
     model and its fine-tuned copy keeps much of the gain on the new data while giving back what was
     forgotten elsewhere (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models", WiSE-FT);
-    exact here because BatchNorm statistics are frozen, so both share them."""
+    exact here because BatchNorm statistics are frozen, so both share them.
+
+    The defaults ``lr`` 3e-3, ``local_share`` 0.25, ``keep`` 0.25 were chosen on a development group
+    of places (``scripts/finetune_logo.py``: leave-one-group-out, the Puno mines, never one of the
+    reported groups) by a rule written down before its figures: the most local mines found at 99 %
+    specificity with 100 local labels among recipes losing at most 0.01 validation AP elsewhere."""
     optimizer: str = "sgd"
     """``sgd`` (momentum 0.9, Nesterov) or ``adamw``. Adam's first steps move every weight by about
     the learning rate whatever its gradient: on the rebuilt default (fcn member, 10 steps on 59 demo
