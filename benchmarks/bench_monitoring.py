@@ -12,7 +12,7 @@
    * alerts: ``gpd.read_parquet`` the persistence layer, keep what is new since 2024, ``sjoin``
      with the territories (first match, not the largest overlap), ``sjoin_nearest`` to the airstrips
      in EPSG:6933, then ``to_file`` GeoJSON, GeoPackage and a CSV; against ``make_alerts`` +
-     ``write_alerts`` (largest-overlap zones, geocentric nearest airstrip, five formats).
+     ``write_alerts`` (largest-overlap zones, geocentric nearest airstrip, six files).
    persist has no plain equivalent (the rule is minewatch's own), so only its whole-command time.
 
 Prints one line per measurement and the ratios; the machine is whatever runs it (state it).
@@ -81,6 +81,12 @@ def plain_alerts(persistence: Path, zones: Path, airstrips: Path, out: Path) -> 
     a.drop(columns="geometry").assign(lat=c.y, lon=c.x).to_csv(out / "alerts.csv", index=False)
 
 
+def minewatch_change(files: list[Path], out: Path) -> None:
+    from minewatch.postprocess.change import run_change
+
+    run_change([str(f) for f in files], str(out))
+
+
 def minewatch_alerts(persistence: Path, zones: Path, airstrips: Path, out: Path) -> None:
     from minewatch.impacts.alerts import run_alerts
 
@@ -111,8 +117,7 @@ def main() -> None:
         if args.skip_plain:
             return
         for label, ours, plain in (
-            ("change", lambda o: __import__("minewatch.postprocess.change", fromlist=["run_change"]).run_change([str(f) for f in files], str(o)),
-             lambda o: plain_change(files, o)),
+            ("change", lambda o: minewatch_change(files, o), lambda o: plain_change(files, o)),
             ("alerts", lambda o: minewatch_alerts(tmp / "persist 0" / "persistence.parquet", zones, strips, o),
              lambda o: plain_alerts(tmp / "persist 0" / "persistence.parquet", zones, strips, o)),
         ):  # fmt: skip

@@ -106,7 +106,8 @@ to evaluate on). That recipe, and only it, is then run on the reported groups.""
 DEV_NS = (25, 50, 100)
 
 
-def measure_path(group: str, draw: int, variant: str = "default") -> Path:
+def measure_path(group: str, draw: int | str, variant: str = "default") -> Path:
+    """The results file of one draw (``draw="*"``: the glob of every draw)."""
     return RUNS / (f"measure-{group}-d{draw}.json" if variant == "default" else f"variants/{variant}-{group}-d{draw}.json")
 KEEPS = (0.0, 0.25, 0.5)
 """Weight interpolation back toward the base (``FinetuneConfig.keep``), all measured from the same
@@ -243,15 +244,14 @@ def _stat(vals: list[float]) -> str:
 
 def _results(group: str, variant: str = "default") -> dict:
     res: dict = {}
-    pattern = f"measure-{group}-d*.json" if variant == "default" else f"variants/{variant}-{group}-d*.json"
-    for p in sorted(RUNS.glob(pattern)):
+    for p in sorted(RUNS.glob(str(measure_path(group, "*", variant).relative_to(RUNS)))):
         res.update(json.loads(p.read_text()))
     return res
 
 
 def _fig(row: dict, keep: float) -> dict:
     """A run's figures at ``keep`` (N = 0 rows are the base: the same at every keep)."""
-    return row.get("by_keep", {}).get(str(keep), row) if "by_keep" in row else row
+    return row.get("by_keep", {}).get(str(keep), row)
 
 
 def _pooled(keep: float, variant: str = "default") -> dict[int, list[float]]:
@@ -287,7 +287,7 @@ def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
         res = _results(group, variant)
         if not res:
             continue
-        mines = group != "acre"  # the Acre group holds not-mines only
+        mines = "eval_sens_at_spec99" in next(v for k, v in res.items() if k != "meta")  # the Acre group holds not-mines only: false alarms instead
         what = "mines" if mines else "not-mines"
         role = "; development group: chooses the recipe" if group in DEV_GROUPS else ""
         lines += [f"**{res['meta']['eval_group']}** ({res['meta']['n_group']} {what}; base: {res['meta']['arch']}, {res['meta']['base_epochs']} epochs, group left out{role})", ""]
@@ -328,10 +328,10 @@ def select_recipe(group: str = "punino") -> tuple[str, float] | None:
 
     cands = []
     for vi, variant in enumerate(VARIANTS):
-        runs = [json.loads(measure_path(group, d, variant).read_text()) for d in DRAWS if measure_path(group, d, variant).exists()]
-        rows = {n: [r[k] for r in runs for k in r if k.startswith(f"{n}/")] for n in (0, 100)}
-        if len(runs) < len(DRAWS) or any(len(rows[n]) < len(DRAWS) for n in rows):
-            print(f"{variant}: not finished ({len(runs)} draws)")
+        res = _results(group, variant)
+        rows = {n: [v for k, v in res.items() if k.startswith(f"{n}/")] for n in (0, 100)}
+        if any(len(rows[n]) < len(DRAWS) for n in rows):
+            print(f"{variant}: not finished ({len(rows[100])} of {len(DRAWS)} draws)")
             continue
         base_ap = float(np.mean([r["val_ap"] for r in rows[0]]))
         for keep in KEEPS:

@@ -228,11 +228,15 @@ def _windows(label: str) -> tuple[str, str, str, str, str, str, str, str]:
             p.start.isoformat(), p.end.isoformat(), f"{p.end.month:02d}", str(p.end.year))  # fmt: skip
 
 
-def _comapeo_bodies(alerts: gpd.GeoDataFrame, point: bool = False, rows: list[dict[str, object]] | None = None) -> tuple[list[dict[str, object]], list[str]]:
-    """CoMapeo payloads without their geometry, and the geometries as GeoJSON text."""
+def _alert_points(alerts: gpd.GeoDataFrame) -> np.ndarray:
+    """Each alert's point (its ``longitude``/``latitude``: a point on its surface)."""
+    return shapely.points(alerts["longitude"].to_numpy(), alerts["latitude"].to_numpy())
+
+
+def _comapeo_bodies(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """CoMapeo payloads without their geometry."""
     out = []
-    geoms = shapely.points(alerts["longitude"].to_numpy(), alerts["latitude"].to_numpy()) if point else alerts.geometry.to_numpy()
-    for r in _rows(alerts) if rows is None else rows:
+    for r in rows:
         w = _windows(str(r["period"]))
         meta = {
             "alert_type": ALERT_TYPE, "source": SOURCE, "status": r["status"], "period": r["period"],
@@ -241,7 +245,7 @@ def _comapeo_bodies(alerts: gpd.GeoDataFrame, point: bool = False, rows: list[di
             "zone_name": r["zone_name"], "airstrip_distance_m": r["airstrip_distance_m"],
         }  # fmt: skip
         out.append({"detectionDateStart": w[0], "detectionDateEnd": w[1], "sourceId": r["alert_id"], "metadata": meta})
-    return out, _geometry_texts(geoms)
+    return out
 
 
 def comapeo_payloads(alerts: gpd.GeoDataFrame, point: bool = False) -> list[dict[str, object]]:
@@ -252,13 +256,13 @@ def comapeo_payloads(alerts: gpd.GeoDataFrame, point: bool = False) -> list[dict
     arrays of scalars); ``geometry``: the polygon (or its centroid with ``point``: servers that take
     points only).
     """
-    bodies, geoms = _comapeo_bodies(alerts, point)
-    return [{**b, "geometry": json.loads(g)} for b, g in zip(bodies, geoms)]
+    geoms = _geometry_texts(_alert_points(alerts) if point else alerts.geometry.to_numpy())
+    return [{**b, "geometry": json.loads(g)} for b, g in zip(_comapeo_bodies(_rows(alerts)), geoms)]
 
 
-def _gc_properties(alerts: gpd.GeoDataFrame, rows: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
+def _gc_properties(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     props = []
-    for r in _rows(alerts) if rows is None else rows:
+    for r in rows:
         w = _windows(str(r["period"]))
         props.append({
             "alert_id": r["alert_id"], "alert_type": ALERT_TYPE, "area_alert_ha": r["area_ha"],
@@ -279,7 +283,7 @@ def guardian_connector_features(alerts: gpd.GeoDataFrame) -> dict[str, object]:
     window (text, as those tables store them); ``territory_id``/``territory_name``: the zone.
     """
     feats = [{"type": "Feature", "properties": pr, "geometry": json.loads(g)}
-             for pr, g in zip(_gc_properties(alerts), _geometry_texts(alerts.geometry.to_numpy()))]  # fmt: skip
+             for pr, g in zip(_gc_properties(_rows(alerts)), _geometry_texts(alerts.geometry.to_numpy()))]  # fmt: skip
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -307,10 +311,11 @@ def write_alerts(aset: AlertSet, out_dir: str | Path, meta: dict[str, object]) -
     csv.insert(3, "date", csv.pop("date_end"))  # Forest Watcher-style: one date column, lat/lon columns
     paths.append(write_csv(csv, out / "alerts.csv", meta))
     paths.append(write_gpkg(a, out / "alerts.gpkg"))
-    rows = _rows(a)
-    for name, point in (("comapeo_alerts.json", False), ("comapeo_alerts_points.json", True)):
-        paths.append(write_text_atomic(out / name, "[" + ",".join(_with_geometry(*_comapeo_bodies(a, point, rows))) + "]\n"))
-    feats = _with_geometry([{"type": "Feature", "properties": pr} for pr in _gc_properties(a, rows)], _geometry_texts(a.geometry.to_numpy()))
+    rows, polygons = _rows(a), _geometry_texts(a.geometry.to_numpy())  # each once, for the three JSON files
+    bodies = _comapeo_bodies(rows)
+    for name, geoms in (("comapeo_alerts.json", polygons), ("comapeo_alerts_points.json", _geometry_texts(_alert_points(a)))):
+        paths.append(write_text_atomic(out / name, "[" + ",".join(_with_geometry(bodies, geoms)) + "]\n"))
+    feats = _with_geometry([{"type": "Feature", "properties": pr} for pr in _gc_properties(rows)], polygons)
     paths.append(write_text_atomic(out / "guardian_connector.geojson", '{"type":"FeatureCollection","features":[' + ",".join(feats) + "]}\n"))
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps({**meta, "summary": aset.summary}, indent=2, default=str) + "\n", encoding="utf-8")
@@ -334,7 +339,7 @@ def write_gpkg(alerts: gpd.GeoDataFrame, target: Path) -> Path:
     single = shapely.get_type_id(g) == 3
     g[single] = shapely.multipolygons(g[single], indices=np.arange(int(single.sum())))  # one geometry type
     polys["geometry"] = g
-    points = polys.drop(columns="geometry").assign(geometry=shapely.points(alerts["longitude"].to_numpy(), alerts["latitude"].to_numpy()))
+    points = polys.drop(columns="geometry").assign(geometry=_alert_points(alerts))
     points = gpd.GeoDataFrame(points, geometry="geometry", crs=4326)
     with atomic_path(target) as tmp:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": GPKG_DATE})

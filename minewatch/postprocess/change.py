@@ -54,14 +54,6 @@ def effective_periods(periods: Sequence[str]) -> list[Period]:
     return [p for p in ps if p.is_annual or p.year not in years]
 
 
-def explode(geom: shapely.Geometry) -> np.ndarray:
-    """Single polygons of a (multi)polygon or collection; empty array for an empty geometry."""
-    if geom is None or shapely.is_empty(geom):
-        return np.zeros(0, dtype=object)
-    parts = shapely.get_parts(geom)
-    return parts[np.isin(shapely.get_type_id(parts), (3,))]
-
-
 def _parts(geoms: np.ndarray) -> np.ndarray:
     """Disjoint single polygons covering ``geoms``: touching or overlapping ones unioned (only those:
     :func:`~minewatch.postprocess.dissolve.dissolve_geometries`), then exploded."""

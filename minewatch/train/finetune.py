@@ -230,7 +230,7 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
     if not 0.0 <= cfg.keep < 1.0:
         raise MinewatchError("--keep", f"must be in [0, 1), got {cfg.keep}")
     setup_torch(cfg.threads, True)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.keep else {}
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     n_loc = max(1, round(cfg.batch_size * (cfg.local_share if replay is not None and len(replay) else 1.0)))
