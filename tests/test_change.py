@@ -94,3 +94,20 @@ def test_change_cli_on_the_published_layers(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "minewatch.cli.main", "change", str(det), "--out", "x", "--min-polygon-ha", "-1"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 2 and "--min-polygon-ha" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["change", "persist"])
+def test_out_that_is_the_input_folder_is_refused(tmp_path: Path, command: str) -> None:
+    """``--out`` pointed at the folder of layers it reads: one-line refusal, the folder untouched
+    (outputs there would also be read as layers by the next command)."""
+    det = shared_data_dir() / "upstream" / "detections"
+    layers = tmp_path / "my layers"
+    layers.mkdir()
+    for code in ("202300", "202400"):
+        (layers / f"mining_{code}_simplified.geojson").write_bytes((det / f"mining_{code}_simplified.geojson").read_bytes())
+    before = {p.name: p.read_bytes() for p in layers.iterdir()}
+    r = subprocess.run([sys.executable, "-m", "minewatch.cli.main", command, "my layers", "--out", "my layers"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "is also the input" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in layers.iterdir()} == before

@@ -32,7 +32,8 @@ def command(layers: tuple[Path, ...], out_dir: Path, min_polygon_ha: float, laye
         raise MinewatchError("--min-polygon-ha", f"must be ≥ 0, got {min_polygon_ha}")
     out_dir = abs_path(out_dir)
     files = [abs_path(f) for f in expand_inputs([abs_path(p) for p in layers])]
-    with UnitRun(out_dir, "change", {"min_polygon_ha": min_polygon_ha, "layers_are": layers_are}, {"layers": files}, writes=WRITES) as run:
+    # the inputs as given (a folder of layers stays a folder), so --out can never be that folder
+    with UnitRun(out_dir, "change", {"min_polygon_ha": min_polygon_ha, "layers_are": layers_are}, {"layers": [abs_path(p) for p in layers]}, writes=WRITES) as run:
         res = run_change([str(f) for f in files], str(run.staging), min_polygon_ha=min_polygon_ha, layers_are=layers_are)
     click.echo(f"layers read as {res.table.attrs['layers_are']}")
     for r in res.table.itertuples():

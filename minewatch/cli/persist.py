@@ -44,7 +44,8 @@ def command(layers: tuple[Path, ...], out_dir: Path, k: int, window: int, t_prov
     out_dir = abs_path(out_dir)
     files = [abs_path(f) for f in expand_inputs([abs_path(p) for p in layers])]
     run_params = {"rule": params.as_dict(), "thresholds": thresholds.as_dict(), "layers_are": layers_are, "overwrite": overwrite}
-    with UnitRun(out_dir, "persist", run_params, {"layers": files}, writes=WRITES) as run:
+    # the inputs as given (a folder of layers stays a folder), so --out can never be that folder
+    with UnitRun(out_dir, "persist", run_params, {"layers": [abs_path(p) for p in layers]}, writes=WRITES) as run:
         res = run_persist(files, run.staging, params, thresholds=thresholds, layers_are=layers_are, overwrite=overwrite, state_dir=out_dir)
     info = res.info
     click.echo(f"layers read as {info['layers_are']} ({info['repeat_share']:.1%} of locations seen in more than one year)")
