@@ -38,9 +38,10 @@ sys.path.insert(0, str(REPO))
 from minewatch.chips import load_chips  # noqa: E402
 from minewatch.config import shared_data_dir  # noqa: E402
 
-RUNS = REPO / "runs" / "finetune-logo"
 BASE_EPOCHS = int(os.environ.get("BASE_EPOCHS", "16"))
-"""The recipe's own leave-one-group-out length (``LOSO_MEMBER``); 3 was used on a loaded machine."""
+"""The recipe's own leave-one-group-out length (``LOSO_MEMBER``); 45 is the shipped member's full
+length (``BASE_EPOCHS=45``: its bases and measurements go to their own folder)."""
+RUNS = REPO / "runs" / ("finetune-logo" if BASE_EPOCHS == 16 else f"finetune-logo-e{BASE_EPOCHS}")
 BASE_THREADS = int(os.environ.get("BASE_THREADS", "2"))
 
 

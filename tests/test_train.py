@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,9 @@ def test_resume_after_interruption_gives_identical_weights(real_chips: ChipSet, 
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["val_ap"] for h in full.history] == [h["val_ap"] for h in resumed.history]
+    # where and how fast it runs is not a setting: another thread count picks the run up
+    again = train_model(train, val, replace(cfg, threads=2), tmp_path / "full", progress=False)
+    assert again.epochs_run == 3 and all(torch.equal(a[k], again.model.state_dict()[k]) for k in a)
     # a changed setting does not silently continue someone else's run
     from minewatch.errors import MinewatchError
 

@@ -81,7 +81,7 @@ class TrainConfig:
     deterministic: bool = True
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``auto`` (CUDA when PyTorch sees a GPU, else CPU); see :func:`resolve_device`.
-    Not part of the checkpoint signature: a run may resume on another device."""
+    Not part of the checkpoint signature (nor ``threads``): a run may resume on another device."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tta: bool = False
     """Dihedral test-time augmentation inside the exported graphs (export only: not in the checkpoint signature)."""
@@ -126,6 +126,16 @@ def device_description(device: str, threads: int) -> str:
     if device == "cuda":
         return f"cuda ({torch.cuda.get_device_name(0)}, PyTorch {torch.__version__})"
     return f"cpu ({threads} thread{'s' if threads != 1 else ''}, PyTorch {torch.__version__})"
+
+
+UNSIGNED = ("tta", "device", "threads")
+"""Settings a checkpoint may be resumed under with another value: they change where and how fast
+the run goes, not what it computes (``tta`` is applied at export only)."""
+
+
+def _signature(config: dict[str, Any], n_train: int | None, n_val: int | None, data: Any) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed (older checkpoints recorded ``threads``; ignored)."""
+    return {"config": {k: v for k, v in config.items() if k not in UNSIGNED}, "n_train": n_train, "n_val": n_val, "data": data}
 
 
 def setup_torch(threads: int, deterministic: bool) -> None:
@@ -238,14 +248,14 @@ def train_model(
     state: dict[str, Any] = {"epoch": 0, "best_ap": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     best_state: dict[str, torch.Tensor] | None = None
     ckpt_path = workdir / CHECKPOINT
-    sig_cfg = {k: v for k, v in cfg.to_dict().items() if k not in ("tta", "device")}
-    signature = {"config": sig_cfg, "n_train": len(train), "n_val": len(val), "data": data_digest}
+    signature = _signature(cfg.to_dict(), len(train), len(val), data_digest)
     if ckpt_path.exists():
         try:
             ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         except Exception as e:  # a corrupt checkpoint is a user-facing problem, not a crash
             raise MinewatchError(ckpt_path, f"unreadable checkpoint ({e.__class__.__name__}); delete it to start over") from None
-        if ck.get("signature") != signature:
+        old = ck.get("signature") or {}
+        if _signature(old.get("config") or {}, old.get("n_train"), old.get("n_val"), old.get("data")) != signature:
             raise MinewatchError(ckpt_path, "checkpoint was made with different settings or data; use another --out or delete it")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
