@@ -83,8 +83,9 @@ EVAL_GROUP = {"geo-regions": "region:geo_holdout_napo-caquetá", "peru-bd-mineri
               "acre": "source:v4.0-CNN-2025_acre_negatives"}
 MINE_GROUPS = ("geo-regions", "peru-bd-mineria")
 DEV_GROUPS = {"punino": {"sources": ["punino_positives*"]}}
-"""Where the fine-tuning recipe is chosen (a group of mines that is neither of the two reported
-ones): the reported groups' figures never choose anything."""
+"""Where the fine-tuning recipe is chosen: the reported groups' figures never choose anything. Its
+chips, though, lie inside the Napo–Caquetá hold-out (244 of that group's 427 mines): a different
+left-out base, but not independent places (docs/models.md says so)."""
 EVAL_GROUP["punino"] = "source:punino_positives*"
 MEASURED_FROM = {"lr": 1e-3, "local_share": 0.5, "epochs": 20, "batch_size": 64}
 """The fine-tuning defaults when these measurements began; each variant overrides some of them.

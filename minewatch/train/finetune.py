@@ -88,9 +88,10 @@ class FinetuneConfig:
     exact here because BatchNorm statistics are frozen, so both share them.
 
     The defaults ``lr`` 3e-3, ``local_share`` 0.25, ``keep`` 0.25 were chosen on a development group
-    of places (``scripts/finetune_logo.py``: leave-one-group-out, the Puno mines, never one of the
-    reported groups) by a rule written down before its figures: the most local mines found at 99 %
-    specificity with 100 local labels among recipes losing at most 0.01 validation AP elsewhere."""
+    of places (``scripts/finetune_logo.py``: leave-one-group-out, the Punino mines; they lie inside
+    the reported Napo–Caquetá group, see docs/models.md) by a rule written down before its figures:
+    the most local mines found at 99 % specificity with 100 local labels among recipes losing at
+    most 0.01 validation AP elsewhere."""
     optimizer: str = "sgd"
     """``sgd`` (momentum 0.9, Nesterov) or ``adamw``. Adam's first steps move every weight by about
     the learning rate whatever its gradient: on the rebuilt default (fcn member, 10 steps on 59 demo
