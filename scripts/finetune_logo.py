@@ -15,6 +15,9 @@ Steps (each resumable / skippable; from the repository root, ``[train]`` extra i
     python scripts/finetune_logo.py table                  # the markdown table of docs/models.md
     python scripts/finetune_logo.py bases                  # the bases alone on the whole left-out groups
     BASE_EPOCHS=45 python scripts/finetune_logo.py ...     # the same with bases of the shipped member's length
+    BASE_EPOCHS=45 python scripts/finetune_logo.py base:tapajos measure:tapajos:0:share25 select:tapajos
+                                                           # choosing the recipe: every VARIANTS entry × draw on a
+                                                           # development group, then the rule's choice
 
 The base recipe is the shipped ``fcn`` member's (``mwnet``, seed 1, split seed 0) for
 :data:`BASE_EPOCHS` epochs: 16 by default, the length of the default's own leave-one-group-out
@@ -33,6 +36,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from fnmatch import fnmatch
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,6 +71,14 @@ def group_args(group: str) -> tuple[list[Path], list[str]]:
     return [b / r for r in g.get("regions", [])], list(g.get("sources", []))
 
 
+def base_dir(group: str) -> Path:
+    """The group's finished base package; a one-line exit naming the step to run when it is missing."""
+    path = RUNS / "base" / group
+    if not ((path / "model.onnx").exists() and (path / "card.json").exists()):
+        raise SystemExit(f"finetune_logo: no base for {group} at {path}: run `BASE_EPOCHS={BASE_EPOCHS} python scripts/finetune_logo.py base:{group}` first")
+    return path
+
+
 def run_base(group: str) -> Path:
     from minewatch.train.loop import train_package
 
@@ -82,11 +94,22 @@ DRAWS = (0, 1, 2)
 EVAL_GROUP = {"geo-regions": "region:geo_holdout_napo-caquetá", "peru-bd-mineria": "source:BD_MineriaAurifera*",
               "acre": "source:v4.0-CNN-2025_acre_negatives"}
 MINE_GROUPS = ("geo-regions", "peru-bd-mineria")
-DEV_GROUPS = {"punino": {"sources": ["punino_positives*"]}}
-"""Where the fine-tuning recipe is chosen: the reported groups' figures never choose anything. Its
-chips, though, lie inside the Napo–Caquetá hold-out (244 of that group's 427 mines): a different
-left-out base, but not independent places (docs/models.md says so)."""
+DEV_GROUPS = {"punino": {"sources": ["punino_positives*"]}, "tapajos": {"regions": ["tapajos_basin.geojson"]}}
+"""Where the fine-tuning recipe is chosen: the reported groups' figures never choose anything.
+
+``punino`` chose it first (with 16-epoch bases), but its chips lie inside the Napo–Caquetá hold-out
+(244 of that group's 427 mines): a different left-out base, not independent places (docs/models.md
+says so). ``tapajos`` (the Tapajós basin polygon: 214 mines, 58.2–55.3° W, 8.4–4.7° S) shares no
+place with any reported group, nor with Pará–Kayapó; the same rule and candidates are applied to it
+with bases of the shipped length (``BASE_EPOCHS=45``)."""
 EVAL_GROUP["punino"] = "source:punino_positives*"
+EVAL_GROUP["tapajos"] = "region:tapajos_basin"
+INDEPENDENT_OF = {"geo-regions": "punino"}
+"""Reported groups that share places with the development group. Their evaluation is also scored on
+the chips at sites where the development group has no chip (``indep_*`` in the results): chips
+whose figures never took part in choosing the recipe. Napo–Caquetá keeps 141 of its 427 mines there
+(the other source's chips at 33 of Punino's sites go too), about 75 of them in each draw's
+evaluation set."""
 MEASURED_FROM = {"lr": 1e-3, "local_share": 0.5, "epochs": 20, "batch_size": 64}
 """The fine-tuning defaults when these measurements began; each variant overrides some of them.
 The chosen one (``lr3e-3-share25`` with keep 0.25) is now the library's default."""
@@ -149,9 +172,23 @@ def _scores(model, pixels):  # noqa: ANN001, ANN201
     return 1.0 / (1.0 + np.exp(-predict_logits(model, pixels)))
 
 
-def _figures(model, val, ev, others) -> dict:  # noqa: ANN001
+def independent_mask(meta, idx, dev_group: str):  # noqa: ANN001, ANN201
+    """Per chip of ``idx``: True where its site (within these chips) holds no chip of the development
+    group's sources, i.e. where the recipe choice never scored anything."""
+    import numpy as np
+
+    from minewatch.chips import site_ids
+
+    m = meta.iloc[idx].reset_index(drop=True)
+    dev = m["source"].astype(str).map(lambda s: any(fnmatch(s, p) for p in DEV_GROUPS[dev_group]["sources"])).to_numpy(bool)
+    sites = site_ids(m)
+    return ~np.isin(sites, sites[dev])
+
+
+def _figures(model, val, ev, others, indep=None) -> dict:  # noqa: ANN001
     """Validation (other regions, never trained on): AP, sens@spec99 and its threshold; left-out
-    evaluation mines: sensitivity at that threshold, AP against the validation not-mines."""
+    evaluation mines: sensitivity at that threshold, AP against the validation not-mines (and, with
+    ``indep``, the sensitivity on the evaluation chips away from the development group)."""
     import numpy as np
 
     from minewatch.train import metrics
@@ -172,6 +209,9 @@ def _figures(model, val, ev, others) -> dict:  # noqa: ANN001
         out["eval_ap_vs_val_negatives"] = metrics.average_precision(y, np.concatenate([pe, neg]))
     if (ev.labels == 0).any():  # a group of not-mines: the share that would be false alarms
         out["eval_false_alarm_rate"] = float((pe[ev.labels == 0] >= t99).mean())
+    if indep is not None:
+        out["n_indep"] = int(indep.sum())
+        out["indep_sens_at_spec99"] = float((pe[indep & (ev.labels == 1)] >= t99).mean())
     for name, c in others.items():
         out[f"{name}_sens_at_spec99"] = float((_scores(model, c.pixels)[c.labels == 1] >= t99).mean())
     return out
@@ -182,13 +222,15 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
     """Fine-tune the group's base on N local chips (N in NS, DRAWS draws), evaluate; resumable JSON."""
     import copy
 
+    import numpy as np
+
     from minewatch.atomic import write_json_atomic
     from minewatch.models.package import load_package
     from minewatch.train.finetune import FinetuneConfig, finetune_model, interpolate_, rebuild_members
     from minewatch.train.loop import TrainConfig, make_split
 
     out_json = out_json or RUNS / f"measure-{group}.json"
-    base = base or RUNS / "base" / group
+    base = base or base_dir(group)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     res = json.loads(out_json.read_text()) if out_json.exists() else {}
     chips = load_chips(shared_data_dir() / "s2_rgb_chips")
@@ -212,8 +254,12 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
     for d in draws:
         order, cut = draw_local(chips.meta, gidx, max(ns), seed=1000 + d)
         ev = chips.subset(order[cut:])
+        indep = None
+        if group in INDEPENDENT_OF:  # sites are found over the whole group, then read in the evaluation order
+            at = dict(zip(gidx.tolist(), independent_mask(chips.meta, gidx, INDEPENDENT_OF[group]).tolist()))
+            indep = np.array([at[i] for i in order[cut:].tolist()], bool)
         if f"0/{d}" not in res:  # N = 0: the base itself, on this draw's evaluation chips
-            res[f"0/{d}"] = _figures(member.model, val, ev, others)
+            res[f"0/{d}"] = _figures(member.model, val, ev, others, indep)
             write_json_atomic(out_json, res)
         for n in ns:
             key = f"{n}/{d}"
@@ -228,7 +274,7 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
                 mk = copy.deepcopy(m)
                 if keep:
                     interpolate_(mk, member.model.state_dict(), keep)
-                by_keep[str(keep)] = _figures(mk, val, ev, others)
+                by_keep[str(keep)] = _figures(mk, val, ev, others, indep)
             fig = by_keep["0.0"]
             res[key] = {**fig, "by_keep": by_keep, "n_local": n, "n_local_pos": int(local.labels.sum()), "steps": run["steps"], "seconds": run["seconds"], "wall": round(time.time() - t, 1)}
             write_json_atomic(out_json, res)
@@ -255,21 +301,26 @@ def _results(group: str, variant: str = "default") -> dict:
 
 
 def _fig(row: dict, keep: float) -> dict:
-    """A run's figures at ``keep`` (N = 0 rows are the base: the same at every keep)."""
-    return row.get("by_keep", {}).get(str(keep), row)
+    """A run's figures at ``keep`` (N = 0 rows are the base: the same at every keep). A run without
+    that keep raises KeyError rather than passing off another keep's figures."""
+    return row["by_keep"][str(keep)] if "by_keep" in row else row
 
 
-def _pooled(keep: float, variant: str = "default") -> dict[int, list[float]]:
-    """Per N, per draw present in both mine groups: sensitivity over both groups' evaluation mines together."""
+def _pooled(keep: float, variant: str = "default", independent: bool = False) -> dict[int, list[float]]:
+    """Per N, per draw present in both mine groups: sensitivity over both groups' evaluation mines
+    together (``independent``: a group of :data:`INDEPENDENT_OF` counts only its ``indep`` chips)."""
     res = {g: _results(g, variant) for g in MINE_GROUPS}
     out: dict[int, list[float]] = {}
     for n in (0, *NS):
         for d in DRAWS:
             rows = [res[g].get(f"{n}/{d}") for g in MINE_GROUPS]
             if all(rows):
-                rows = [_fig(r, keep) for r in rows]
-                hit = sum(x["eval_sens_at_spec99"] * x["n_eval"] for x in rows)
-                out.setdefault(n, []).append(hit / sum(x["n_eval"] for x in rows))
+                figs = [_fig(r, keep) for r in rows]
+                if independent and not all("n_indep" in f for g, f in zip(MINE_GROUPS, figs) if g in INDEPENDENT_OF):
+                    continue  # measured before the independent chips were scored
+                cols = [("indep_sens_at_spec99", "n_indep") if independent and g in INDEPENDENT_OF else ("eval_sens_at_spec99", "n_eval") for g in MINE_GROUPS]
+                hit = sum(f[sens] * f[count] for f, (sens, count) in zip(figs, cols))
+                out.setdefault(n, []).append(hit / sum(f[count] for f, (_, count) in zip(figs, cols)))
     return out
 
 
@@ -296,8 +347,11 @@ def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
         what = "mines" if mines else "not-mines"
         role = "; development group: chooses the recipe" if group in DEV_GROUPS else ""
         lines += [f"**{res['meta']['eval_group']}** ({res['meta']['n_group']} {what}; base: {res['meta']['arch']}, {res['meta']['base_epochs']} epochs, group left out{role})", ""]
+        indep = any("n_indep" in v for k, v in res.items() if k != "meta")
         head = ("| keep | N local | draws | left-out mines: sens @ 99 % spec. | left-out mines vs val. not-mines: AP | validation AP (other regions) | val. sens @ 99 % spec. |" if mines
                 else "| keep | N local | draws | left-out not-mines: false-alarm rate @ val. 99 % spec. threshold | validation AP (other regions) | val. sens @ 99 % spec. |")  # fmt: skip
+        if indep:
+            head += f" mines away from the {INDEPENDENT_OF[group]} sites: sens @ 99 % spec. |"
         lines += [head, "|" + "---:|" * (head.count("|") - 1)]
         for keep in keeps:
             for n in (0, *NS):
@@ -309,7 +363,10 @@ def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
                 k_txt = "base" if n == 0 else f"{keep:g}"
                 cols = ([_stat([r["eval_sens_at_spec99"] for r in rows]), _stat([r["eval_ap_vs_val_negatives"] for r in rows])] if mines
                         else [_stat([r["eval_false_alarm_rate"] for r in rows])])  # fmt: skip
-                lines.append(f"| {k_txt} | {n} | {len(rows)} | " + " | ".join(cols) + f" | {_stat([r['val_ap'] for r in rows])} | {_stat([r['val_sens_at_spec99'] for r in rows])} |")
+                if indep:
+                    cols_end = f" {_stat([r['indep_sens_at_spec99'] for r in rows if 'n_indep' in r])} |"
+                lines.append(f"| {k_txt} | {n} | {len(rows)} | " + " | ".join(cols) + f" | {_stat([r['val_ap'] for r in rows])} | {_stat([r['val_sens_at_spec99'] for r in rows])} |"
+                             + (cols_end if indep else ""))  # fmt: skip
         lines.append("")
     if all(_results(g, variant) for g in MINE_GROUPS):
         lines += ["**Pooled over both mine groups' left-out evaluation mines** (sensitivity at each model's validation 99 %-specificity threshold), "
@@ -322,6 +379,15 @@ def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
                     continue
                 lines.append(f"| {'base' if n == 0 else f'{keep:g}'} | {n} | {len(v)} | {_stat(v)} | {_stat(drop[n]) if n in drop else '–'} |")
         lines.append("")
+        if any(_pooled(keep, variant, independent=True) for keep in keeps):
+            lines += ["**Pooled, away from the development group** (" + ", ".join(f"{g}: only its evaluation mines at sites without a {d} chip" for g, d in INDEPENDENT_OF.items())
+                      + "; the recipe choice never scored these chips):", "", "| keep | N local | draws | pooled sens @ 99 % spec. |", "|---:|---:|---:|---:|"]  # fmt: skip
+            for keep in keeps:
+                for n, v in _pooled(keep, variant, independent=True).items():
+                    if n == 0 and keep != keeps[0]:
+                        continue
+                    lines.append(f"| {'base' if n == 0 else f'{keep:g}'} | {n} | {len(v)} | {_stat(v)} |")
+            lines.append("")
     text = "\n".join(lines)
     print(text)
     return text
@@ -362,7 +428,7 @@ def bases_on_groups() -> float:
     from minewatch.models.package import load_package
 
     td = _td()
-    runs = {g: {"groups": load_package(RUNS / "base" / g).card.metrics["holdouts"]} for g in MINE_GROUPS}
+    runs = {g: {"groups": load_package(base_dir(g)).card.metrics["holdouts"]} for g in MINE_GROUPS}
     for g, run in runs.items():
         for name, r in run["groups"].items():
             if r["n_pos"]:

@@ -207,3 +207,33 @@ def test_keep_interpolates_back_toward_the_base(real_chips: ChipSet) -> None:
         torch.testing.assert_close(runs[0.5][k], 0.5 * b[k] + 0.5 * runs[0.0][k], rtol=1e-5, atol=1e-6)
     with pytest.raises(Exception, match="--keep"):
         finetune_model(copy.deepcopy(base), local, None, FinetuneConfig(epochs=1, keep=1.0), AugmentConfig(atmosphere_p=0.0))
+
+
+def test_independent_chips_share_no_site_with_the_development_group(real_chips: ChipSet) -> None:
+    """The fine-tuning figures away from the development group (scripts/finetune_logo.py) are on
+    chips whose site holds no development chip, so the recipe choice never scored any of them."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import finetune_logo as fl
+
+    from minewatch.chips import site_ids
+
+    regions, sources = fl.group_args("geo-regions")
+    split = make_split(real_chips, 0.15, 0, regions, sources)
+    group = split.holdouts[fl.EVAL_GROUP["geo-regions"]]
+    indep = fl.independent_mask(real_chips.meta, group, "punino")
+    meta = real_chips.meta.iloc[group].reset_index(drop=True)
+    dev = meta["source"].str.startswith("punino").to_numpy()
+    sites = site_ids(meta)
+    assert dev.sum() == 244 and not (indep & dev).any()
+    assert not np.isin(sites[indep], sites[dev]).any()  # no independent chip at a development site
+    assert 0 < indep.sum() < (~dev).sum()  # other sources' chips at development sites are dropped too
+    # the new development group shares no chip, and no site, with any reported group
+    tap = fl.group_args("tapajos")
+    t_split = make_split(real_chips, 0.15, 0, *tap)
+    t_idx = set(t_split.holdouts[fl.EVAL_GROUP["tapajos"]].tolist())
+    assert len(t_idx) == 214
+    for g in ("geo-regions", "peru-bd-mineria", "acre"):
+        g_split = make_split(real_chips, 0.15, 0, *fl.group_args(g))
+        assert not t_idx & set(np.concatenate(list(g_split.holdouts.values())).tolist()), g
