@@ -18,6 +18,7 @@ Steps (each resumable / skippable; from the repository root, ``[train]`` extra i
     BASE_EPOCHS=45 python scripts/finetune_logo.py base:tapajos measure:tapajos:0:share25 select:tapajos
                                                            # choosing the recipe: every VARIANTS entry × draw on a
                                                            # development group, then the rule's choice
+    BASE_EPOCHS=45 python scripts/finetune_logo.py summary:lr3e-3-share25   # one table of a recipe on every reported group
 
 The base recipe is the shipped ``fcn`` member's (``mwnet``, seed 1, split seed 0) for
 :data:`BASE_EPOCHS` epochs: 16 by default, the length of the default's own leave-one-group-out
@@ -393,6 +394,44 @@ def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
     return text
 
 
+def _ms(vals: list[float], digits: int = 3) -> str:
+    """mean ± sd (one value as is; none as a dash)."""
+    import numpy as np
+
+    if not vals:
+        return "–"
+    return f"{vals[0]:.{digits}f}" if len(vals) == 1 else f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+
+
+def _group_stat(group: str, variant: str, n: int, keep: float, key: str) -> str:
+    rows = [_fig(v, keep) for k, v in _results(group, variant).items() if k.startswith(f"{n}/")]
+    return _ms([r[key] for r in rows if key in r])
+
+
+def summary(variant: str = "default", keep: float = 0.25) -> str:
+    """One markdown table of a recipe on every reported group, mean ± sd over the draws: the rows
+    of N at ``keep``, then the other keeps at N = 100 (docs/models.md prints it as is)."""
+
+    def pooled(k: float, n: int, independent: bool = False) -> str:
+        return _ms(_pooled(k, variant, independent).get(n, []))
+
+    def lost(k: float, n: int) -> str:
+        return _ms(_val_drop(k, variant).get(n, []), 4)
+
+    napo, peru, acre = "geo-regions", "peru-bd-mineria", "acre"
+    lines = ["| keep | N local | Napo–Caquetá mines found @ 99 % spec. | of them, away from the Punino sites | Peru mines found | **pooled** | pooled, away from Punino | validation AP lost | Acre not-mines flagged |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows = [(keep, 0), *((keep, n) for n in NS), *((k, 100) for k in KEEPS if k != keep)]
+    for k, n in rows:
+        name = "base" if n == 0 else f"{k:g}"
+        lines.append(f"| {name} | {n} | {_group_stat(napo, variant, n, k, 'eval_sens_at_spec99')} | {_group_stat(napo, variant, n, k, 'indep_sens_at_spec99')} | "
+                     f"{_group_stat(peru, variant, n, k, 'eval_sens_at_spec99')} | **{pooled(k, n)}** | {pooled(k, n, True)} | {'–' if n == 0 else lost(k, n)} | "
+                     f"{_group_stat(acre, variant, n, k, 'eval_false_alarm_rate')} |")  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 def select_recipe(group: str = "punino") -> tuple[str, float] | None:
     """The rule of :data:`VARIANTS` on the development group: prints every candidate, returns the choice."""
     import numpy as np
@@ -438,7 +477,7 @@ def bases_on_groups() -> float:
     return pooled["spec99"]
 
 
-STEPS = {"base": run_base, "measure": run_measure, "table": table, "select": select_recipe, "bases": bases_on_groups}
+STEPS = {"base": run_base, "measure": run_measure, "table": table, "summary": summary, "select": select_recipe, "bases": bases_on_groups}
 
 if __name__ == "__main__":
     for arg in sys.argv[1:]:

@@ -237,3 +237,37 @@ def test_independent_chips_share_no_site_with_the_development_group(real_chips: 
     for g in ("geo-regions", "peru-bd-mineria", "acre"):
         g_split = make_split(real_chips, 0.15, 0, *fl.group_args(g))
         assert not t_idx & set(np.concatenate(list(g_split.holdouts.values())).tolist()), g
+
+
+def test_pooled_figures_weight_each_group_by_its_evaluation_mines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pooled sensitivity of scripts/finetune_logo.py is found mines over evaluated mines (not a
+    mean of group rates), its "away from the development group" variant counts only Napo–Caquetá's
+    independent chips, and the summary table prints the keep it is asked for."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import finetune_logo as fl
+
+    monkeypatch.setattr(fl, "RUNS", tmp_path)
+    (tmp_path / "variants").mkdir()
+
+    def fig(sens: float, n: int, indep: float | None = None, ap: float = 0.9) -> dict:
+        out = {"eval_sens_at_spec99": sens, "n_eval": n, "val_ap": ap}
+        return out if indep is None else {**out, "indep_sens_at_spec99": indep, "n_indep": 40}
+
+    for d in fl.DRAWS:
+        napo = {f"0/{d}": fig(0.5, 200, 0.25)} | {f"{n}/{d}": {"by_keep": {"0.0": fig(0.9, 200, 0.8, 0.88), "0.25": fig(0.7, 200, 0.5, 0.89), "0.5": fig(0.6, 200, 0.3, 0.895)}} for n in fl.NS}
+        peru = {f"0/{d}": fig(0.2, 100)} | {f"{n}/{d}": {"by_keep": {k: fig(0.4, 100, ap=0.89) for k in ("0.0", "0.25", "0.5")}} for n in fl.NS}
+        for g, res in (("geo-regions", napo), ("peru-bd-mineria", peru)):
+            (tmp_path / "variants" / f"v-{g}-d{d}.json").write_text(json.dumps(res))
+    monkeypatch.setitem(fl.VARIANTS, "v", {})
+    assert fl._pooled(0.25, "v")[100] == pytest.approx([(0.7 * 200 + 0.4 * 100) / 300] * 3)
+    assert fl._pooled(0.25, "v", independent=True)[100] == pytest.approx([(0.5 * 40 + 0.4 * 100) / 140] * 3)
+    assert fl._pooled(0.25, "v")[0] == pytest.approx([(0.5 * 200 + 0.2 * 100) / 300] * 3)
+    assert fl._val_drop(0.0, "v")[100] == pytest.approx([0.02] * 3 + [0.01] * 3)
+    text = fl.summary("v", 0.25)
+    row = next(line for line in text.splitlines() if line.startswith("| 0.25 | 100 |"))
+    assert "0.700 ± 0.000" in row and "0.500 ± 0.000" in row and f"**{(0.7 * 200 + 0.4 * 100) / 300:.3f} ± 0.000**" in row
+    with pytest.raises(KeyError):
+        fl._fig({"by_keep": {"0.0": {}}}, 0.25)
