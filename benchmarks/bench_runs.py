@@ -35,11 +35,8 @@ def _best(fn, repeats: int) -> float:  # noqa: ANN001
     return min(times)
 
 
-def bench_detect(tmp: Path, repeats: int) -> None:
-    import minewatch.runs as runs
-    from minewatch.detect.demo import load_demo
-    from minewatch.detect.engine import DetectRequest, run_detect
-
+def _stopwatch():  # noqa: ANN202
+    """(spent, timed): ``timed(f)`` wraps f so that the seconds spent in it add up in spent["t"]."""
     spent = {"t": 0.0}
 
     def timed(f):  # noqa: ANN001, ANN202
@@ -51,6 +48,16 @@ def bench_detect(tmp: Path, repeats: int) -> None:
                 spent["t"] += time.perf_counter() - t0
 
         return w
+
+    return spent, timed
+
+
+def bench_detect(tmp: Path, repeats: int) -> None:
+    import minewatch.runs as runs
+    from minewatch.detect.demo import load_demo
+    from minewatch.detect.engine import DetectRequest, run_detect
+
+    spent, timed = _stopwatch()
 
     img = load_demo().imagery
     req = DetectRequest(models=("default",), period="2024")
@@ -123,17 +130,7 @@ def bench_commands(shared: Path, tmp: Path, repeats: int) -> None:
 
     import minewatch.runs as runs
 
-    spent = {"t": 0.0}
-
-    def timed(f):  # noqa: ANN001, ANN202
-        def w(*a, **k):  # noqa: ANN002, ANN003, ANN202
-            t0 = time.perf_counter()
-            try:
-                return f(*a, **k)
-            finally:
-                spent["t"] += time.perf_counter() - t0
-
-        return w
+    spent, timed = _stopwatch()
 
     for name, plain, run in (("timeline, the published 2022–2024 yearly layers", plain_timeline, cli_timeline),
                              ("map, the published 2024 layer", plain_map, cli_map)):  # fmt: skip
