@@ -18,7 +18,7 @@ Steps (each resumable / skippable; from the repository root, ``[train]`` extra i
     BASE_EPOCHS=45 python scripts/finetune_logo.py base:tapajos measure:tapajos:0:share25 select:tapajos
                                                            # choosing the recipe: every VARIANTS entry × draw on a
                                                            # development group, then the rule's choice
-    BASE_EPOCHS=45 python scripts/finetune_logo.py summary:lr3e-3-share25   # one table of a recipe on every reported group
+    BASE_EPOCHS=45 python scripts/finetune_logo.py summary:lr3e-3-share25:0 # one table of a recipe (at a keep) on every reported group
 
 The base recipe is the shipped ``fcn`` member's (``mwnet``, seed 1, split seed 0) for
 :data:`BASE_EPOCHS` epochs: 16 by default, the length of the default's own leave-one-group-out
@@ -486,5 +486,7 @@ if __name__ == "__main__":
         draw, _, variant = tail.partition(":")
         if step == "measure" and draw:  # one draw per process (measure:GROUP:DRAW[:VARIANT]), so draws can run side by side
             run_measure(group, ns=DEV_NS if group in DEV_GROUPS else NS, draws=(int(draw),), out_json=measure_path(group, int(draw), variant or "default"), variant=variant or "default")
+        elif step == "summary" and tail:  # summary:VARIANT:KEEP
+            summary(group, float(tail))
         else:
             STEPS[step](group) if group else STEPS[step]()  # type: ignore[operator]
