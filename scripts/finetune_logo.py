@@ -284,14 +284,17 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
     return out_json
 
 
-def _stat(vals: list[float]) -> str:
+def _stat(vals: list[float], digits: int = 3, span: bool = True) -> str:
+    """mean ± sd over the draws, with (min–max) and a "(1 draw)" mark unless ``span`` is off; a dash
+    when there is none."""
     import numpy as np
 
     if not vals:
         return "–"
     if len(vals) == 1:
-        return f"{vals[0]:.3f} (1 draw)"
-    return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f} ({min(vals):.3f}–{max(vals):.3f})"
+        return f"{vals[0]:.{digits}f}" + (" (1 draw)" if span else "")
+    out = f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
+    return out + (f" ({min(vals):.{digits}f}–{max(vals):.{digits}f})" if span else "")
 
 
 def _results(group: str, variant: str = "default") -> dict:
@@ -394,18 +397,9 @@ def table(variant: str = "default", keeps: tuple[float, ...] = KEEPS) -> str:
     return text
 
 
-def _ms(vals: list[float], digits: int = 3) -> str:
-    """mean ± sd (one value as is; none as a dash)."""
-    import numpy as np
-
-    if not vals:
-        return "–"
-    return f"{vals[0]:.{digits}f}" if len(vals) == 1 else f"{np.mean(vals):.{digits}f} ± {np.std(vals, ddof=1):.{digits}f}"
-
-
 def _group_stat(group: str, variant: str, n: int, keep: float, key: str) -> str:
     rows = [_fig(v, keep) for k, v in _results(group, variant).items() if k.startswith(f"{n}/")]
-    return _ms([r[key] for r in rows if key in r])
+    return _stat([r[key] for r in rows if key in r], span=False)
 
 
 def summary(variant: str = "default", keep: float = 0.25) -> str:
@@ -413,10 +407,10 @@ def summary(variant: str = "default", keep: float = 0.25) -> str:
     of N at ``keep``, then the other keeps at N = 100 (docs/models.md prints it as is)."""
 
     def pooled(k: float, n: int, independent: bool = False) -> str:
-        return _ms(_pooled(k, variant, independent).get(n, []))
+        return _stat(_pooled(k, variant, independent).get(n, []), span=False)
 
     def lost(k: float, n: int) -> str:
-        return _ms(_val_drop(k, variant).get(n, []), 4)
+        return _stat(_val_drop(k, variant).get(n, []), 4, span=False)
 
     napo, peru, acre = "geo-regions", "peru-bd-mineria", "acre"
     lines = ["| keep | N local | Napo–Caquetá mines found @ 99 % spec. | of them, away from the Punino sites | Peru mines found | **pooled** | pooled, away from Punino | validation AP lost | Acre not-mines flagged |",
