@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import geopandas as gpd
+from _procs import paused
 from test_detect import TILE_PX, make_package, smooth_dn, write_raster
 
 from minewatch.detect.engine import DetectRequest, run_detect
@@ -75,9 +76,10 @@ def test_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path:
     first = subprocess.Popen(_cmd(pkg, img, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (out / "tiles").is_dir():
-            time.sleep(0.02)
-        second = subprocess.run(_cmd(pkg, img, out), capture_output=True, text=True, timeout=120)
+        while time.monotonic() < deadline and not (out / "tiles").is_dir() and first.poll() is None:
+            time.sleep(0.01)
+        with paused(first):  # a stopped process keeps its lock
+            second = subprocess.run(_cmd(pkg, img, out), capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
         assert "output folder is in use by another minewatch run" in second.stderr
         assert len([ln for ln in second.stderr.splitlines() if ln.strip()]) == 1

@@ -20,6 +20,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+from _procs import paused
 
 from minewatch.detect.demo import write_mosaic
 from minewatch.grid import Tile
@@ -121,7 +122,8 @@ def test_two_detect_runs_on_one_folder(imagery, tmp_path):
         while not (out / MANIFEST).exists():
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
-        second = subprocess.run(_cmd(imagery, out), capture_output=True, text=True, timeout=120)
+        with paused(first):
+            second = subprocess.run(_cmd(imagery, out), capture_output=True, text=True, timeout=120)
         errors = [ln for ln in second.stderr.splitlines() if ln.startswith("minewatch: error:")]
         assert second.returncode == 2 and len(errors) == 1
         assert errors[0].startswith(f"minewatch: error: {out}: output folder is in use by another minewatch run ('detect' pid {first.pid}")
