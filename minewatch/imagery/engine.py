@@ -330,16 +330,14 @@ LICENCE_LINKS = [{"rel": "license", "href": "https://sentinels.copernicus.eu/doc
                   "type": "application/pdf", "title": "Copernicus Sentinel data terms and conditions"}]  # fmt: skip
 
 
-def data_licence(earth_genome: bool = False) -> dict[str, str]:
-    """STAC licence fields for minewatch imagery products.
+def data_licence() -> dict[str, str]:
+    """STAC licence fields for minewatch composites.
 
     Composites are modified Copernicus Sentinel data: free and open under the Copernicus Sentinel
-    data terms (not an SPDX licence, hence STAC's ``other`` plus a ``license`` link). Products
-    derived from Earth Genome's data (labelled chips, the demo mosaic) are also CC BY 4.0:
-    "Earth Genome, Amazon Mining Watch".
+    data terms (not an SPDX licence, hence STAC's ``other`` plus a ``license`` link). What derives
+    from Earth Genome's data says so where it is written (the demo mosaic's ``SOURCE`` tag, a demo
+    run's map credits): CC BY 4.0, "Earth Genome, Amazon Mining Watch".
     """
-    if earth_genome:
-        return {"license": "CC-BY-4.0", "minewatch:attribution": "Earth Genome, Amazon Mining Watch (CC BY 4.0); " + COPERNICUS_TERMS}
     return {"license": "other", "minewatch:attribution": COPERNICUS_TERMS}
 
 
