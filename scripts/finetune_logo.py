@@ -14,6 +14,7 @@ Steps (each resumable / skippable; from the repository root, ``[train]`` extra i
     python scripts/finetune_logo.py measure:geo-regions:1  # or one draw (0, 1, 2) per process
     python scripts/finetune_logo.py table                  # the markdown table of docs/models.md
     python scripts/finetune_logo.py bases                  # the bases alone on the whole left-out groups
+    python scripts/finetune_logo.py tta                    # the same, with and without dihedral test-time augmentation
     BASE_EPOCHS=45 python scripts/finetune_logo.py ...     # the same with bases of the shipped member's length
     BASE_EPOCHS=45 python scripts/finetune_logo.py base:tapajos measure:tapajos:0:share25 select:tapajos
                                                            # choosing the recipe: every VARIANTS entry × draw on a
@@ -471,7 +472,66 @@ def bases_on_groups() -> float:
     return pooled["spec99"]
 
 
-STEPS = {"base": run_base, "measure": run_measure, "table": table, "summary": summary, "select": select_recipe, "bases": bases_on_groups}
+def _tta_scores(model, pixels, batch_size: int = 256):  # noqa: ANN001, ANN201
+    """Probabilities from the mean logit over the 8 dihedral views (what ``train --tta`` puts in
+    the graphs), in torch eval mode."""
+    import numpy as np
+    import torch
+
+    from minewatch.train.export import _dihedral_views
+    from minewatch.train.loop import _to_nchw
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch_size):
+            x = _to_nchw(pixels[i : i + batch_size]).float()
+            z = torch.stack([model(v).reshape(len(x), -1).mean(1) for v in _dihedral_views(x)]).mean(0)
+            out.append(z.numpy())
+    return 1.0 / (1.0 + np.exp(-np.concatenate(out)))
+
+
+def tta_on_groups() -> dict:
+    """Dihedral test-time augmentation on the *whole* left-out mine groups, against the same base
+    without it: each at its own validation 99 %-specificity threshold (no label of the group is
+    used; the threshold is re-derived on validation for the augmented scores). Pooled over the
+    mines of both groups, as :func:`bases_on_groups`."""
+    from minewatch.atomic import write_json_atomic
+    from minewatch.models.package import load_package
+    from minewatch.train import metrics
+    from minewatch.train.finetune import rebuild_members
+    from minewatch.train.loop import make_split
+
+    chips = load_chips(shared_data_dir() / "s2_rgb_chips")
+    cfg = base_config()
+    res: dict = {}
+    for g in MINE_GROUPS:
+        regions, sources = group_args(g)
+        split = make_split(chips, cfg.val_fraction, cfg.split_seed_, regions, sources)
+        val = chips.subset(split.val)
+        member = rebuild_members(load_package(base_dir(g)), val.pixels[:64].astype("float32"))[0]
+        for how, score in (("plain", _scores), ("tta8", _tta_scores)):
+            t = time.time()
+            pv = score(member.model, val.pixels)
+            t99 = metrics.threshold_at_specificity(val.labels, pv, 0.99)
+            row = {"val_ap": metrics.average_precision(val.labels, pv), "val_sens_at_spec99": metrics.sensitivity_at_specificity(val.labels, pv)}
+            for name, idx in split.holdouts.items():
+                c = chips.subset(idx)
+                if (c.labels == 1).any():
+                    row[name] = {"n_pos": int(c.labels.sum()), "sens_at_spec99": float((score(member.model, c.pixels)[c.labels == 1] >= t99).mean())}
+            row["seconds"] = round(time.time() - t, 1)
+            res.setdefault(how, {})[g] = row
+            print(f"{g} {how}: val AP {row['val_ap']:.4f}, " + ", ".join(f"{k} {v['sens_at_spec99']:.3f} of {v['n_pos']}" for k, v in row.items() if isinstance(v, dict)) + f" ({row['seconds']} s)", flush=True)
+    for how, rows in res.items():
+        hit = sum(v["sens_at_spec99"] * v["n_pos"] for r in rows.values() for v in r.values() if isinstance(v, dict))
+        n = sum(v["n_pos"] for r in rows.values() for v in r.values() if isinstance(v, dict))
+        rows["pooled_sens_at_spec99"] = hit / n
+        print(f"{how}: pooled {hit / n:.3f} of {n} left-out mines at validation 99 % specificity", flush=True)
+    write_json_atomic(RUNS / "tta-on-groups.json", res)
+    return res
+
+
+STEPS = {"base": run_base, "measure": run_measure, "table": table, "summary": summary, "select": select_recipe, "bases": bases_on_groups, "tta": tta_on_groups}
 
 if __name__ == "__main__":
     for arg in sys.argv[1:]:

@@ -271,3 +271,26 @@ def test_pooled_figures_weight_each_group_by_its_evaluation_mines(tmp_path: Path
     assert "0.700 ± 0.000" in row and "0.500 ± 0.000" in row and f"**{(0.7 * 200 + 0.4 * 100) / 300:.3f} ± 0.000**" in row
     with pytest.raises(KeyError):
         fl._fig({"by_keep": {"0.0": {}}}, 0.25)
+
+
+def test_tta_scores_average_the_eight_dihedral_views() -> None:
+    """scripts/finetune_logo.py's test-time augmentation is the mean logit over the 8 rotations and
+    mirror images of each chip (written here with numpy), not the plain score."""
+    import sys
+
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import finetune_logo as fl
+
+    from minewatch.train.loop import predict_logits
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 1, 5, stride=2)).eval()
+    px = np.random.default_rng(0).integers(0, 255, (5, 12, 12, 3)).astype(np.uint8)
+    views = [np.rot90(v, k, axes=(1, 2)) for v in (px, px[:, :, ::-1]) for k in range(4)]
+    want = 1 / (1 + np.exp(-np.mean([predict_logits(model, np.ascontiguousarray(v)) for v in views], 0)))
+    got = fl._tta_scores(model, px, batch_size=2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got, fl._scores(model, px), atol=1e-4)
