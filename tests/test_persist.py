@@ -251,3 +251,28 @@ def test_persist_refuses_bad_input(tmp_path: Path) -> None:
     r = _cli(["persist", "bad layer.geojson", "--out", "out", "--k", "3"], tmp_path)
     assert r.returncode == 2 and "--k" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_persist_counts_a_layer_once_however_it_is_given(tmp_path: Path) -> None:
+    """A postprocess folder holds each layer twice (mining.parquet and mining.geojson), and a file may be
+    named twice: either way its hectares are counted once, as when the file is given alone."""
+    from shapely.geometry import box
+
+    g = gpd.GeoDataFrame({"period": ["2024", "2024"], "mined_ha": [5.0, 7.0]},
+                         geometry=[box(-56.90, -6.45, -56.88, -6.43), box(-56.86, -6.45, -56.85, -6.44)], crs=4326)  # fmt: skip
+    (tmp_path / "pp out").mkdir()
+    g.to_parquet(tmp_path / "pp out" / "mining.parquet")
+    g.to_file(tmp_path / "pp out" / "mining.geojson")
+    (tmp_path / "pp out" / "summary.json").write_text("{}")
+    (tmp_path / "pp out" / "areas.csv.meta.json").write_text("{}")
+
+    def summary(args: list[str], out: str) -> dict:
+        r = _cli(["persist", *args, "--out", out], tmp_path)
+        assert r.returncode == 0, r.stderr
+        return json.loads((tmp_path / out / "summary.json").read_text())["per_period"][0]
+
+    alone = summary(["pp out/mining.parquet"], "alone")
+    assert alone["mined_ha"] == pytest.approx(12.0)
+    for args, out in ((["pp out"], "folder"), (["pp out/mining.parquet", "./pp out/mining.parquet"], "twice")):
+        s = summary(args, out)
+        assert s["area_ha"] == pytest.approx(alone["area_ha"]) and s["mined_ha"] == pytest.approx(12.0), (args, s)

@@ -223,3 +223,23 @@ def test_review_page_keyboard_labels_persist_and_export(tmp_path: Path) -> None:
     res = precision_from_csv(tmp_path / "review.csv")
     assert (res.mines, res.not_mines, res.skipped, res.unlabelled) == (3, 1, 1, 5)
     assert (tmp_path / "review.png").stat().st_size > 10_000
+
+
+def test_precision_cli_binary_file_and_json_without_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is not text (e.g. a parquet picked by mistake) is a one-line error, and --json with
+    no yes/no row prints null, not NaN (which is not JSON)."""
+    import json
+
+    from minewatch.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    Path("my reviews").mkdir()
+    Path("my reviews/patches.parquet").write_bytes(b"PAR1\x15\x04\x15\xbe\xff\x00label\x00" * 8)
+    r = CliRunner().invoke(cli, ["precision", "my reviews/patches.parquet"])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip().splitlines() == ["minewatch: error: my reviews/patches.parquet: not a text CSV (not UTF-8): expected the CSV exported by the review page"]
+    Path("my reviews/skipped.csv").write_text("sample,label\n1,skip\n2,\n")
+    r = CliRunner().invoke(cli, ["precision", "my reviews/skipped.csv", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert doc["precision"] is None and doc["ci95"] == [None, None] and doc["skipped"] == 1 and doc["unlabelled"] == 1

@@ -127,3 +127,25 @@ def test_cli_timeline(tmp_path: Path) -> None:
     assert len(gpd.read_file(out / "cumulative.geojson")) == 2  # one polygon at each period
     r = CliRunner().invoke(cli, ["timeline", str(tmp_path / "nowhere.geojson"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "nowhere.geojson: file not found" in r.output
+
+
+@pytest.mark.parametrize("command", ["timeline", "change", "impacts"])
+def test_patch_scores_are_not_read_as_mining(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """detect's patches.parquet (every patch ≥ --min-score, overlapping by half, no threshold) given
+    where a mining layer belongs — directly or inside a run folder — is refused, not summed as mining."""
+    from minewatch.grid import Tile
+    from minewatch.postprocess.synthetic import patches_on_tile
+
+    monkeypatch.chdir(tmp_path)
+    Path("my run/detect").mkdir(parents=True)
+    pt = patches_on_tile(Tile(21, 20, -40), [(r, c, 0.5) for r in range(0, 96, 24) for c in range(0, 96, 24)])
+    pt.to_parquet("my run/detect/patches.parquet")
+    zones = gpd.GeoDataFrame({"id": ["z"]}, geometry=[shapely.box(*pt.total_bounds).buffer(0.01)], crs=4326)
+    zones.to_file("zones.geojson")
+    extra = {"impacts": ["--zones", "zones.geojson", "--zone-id-field", "id"]}.get(command, [])
+    inputs = [["my run/detect/patches.parquet"]] + ([["my run"]] if command == "change" else [])
+    for given in inputs:
+        r = CliRunner().invoke(cli, [command, *given, *extra, "--out", "out"])
+        assert r.exit_code == 2, r.output
+        assert "patches.parquet: holds patch scores from 'minewatch detect', not mining polygons" in r.output
+        assert not Path("out").exists()

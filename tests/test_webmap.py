@@ -265,3 +265,24 @@ def test_map_renders_in_headless_chromium(tmp_path: Path, shared_data: Path) -> 
         assert b.evaluate("window.minewatch.map.isStyleLoaded()") is True
         assert b.errors() == [], b.errors()
     assert (shots / "map_overview_2024.png").stat().st_size > 20_000
+
+
+def test_map_zones_csv_that_is_the_map_itself_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--zones-csv naming the --out page would replace the map with the CSV (exit 0, verify ok): refused."""
+    from minewatch.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    layers = synthetic_layers(tmp_path)
+    b = gpd.GeoDataFrame(geometry=[shapely.box(*gpd.read_parquet(layers[0]).total_bounds).buffer(0.05)], crs=4326)
+    b["id"], b["name"] = ["z1"], ["Zone 1"]
+    b.to_file("zones.geojson")
+    Path("out dir").mkdir()
+    args = ["map", *(p.name for p in layers), "--zones", "zones.geojson"]
+    r = CliRunner().invoke(cli, [*args, "--zones-csv", "out dir/../out dir/map.html", "-o", "out dir/map.html"])
+    assert r.exit_code == 2, r.output
+    assert "--zones-csv" in r.output and "is also --out" in r.output
+    assert not Path("out dir/map.html").exists()
+    r = CliRunner().invoke(cli, [*args, "--zones-csv", "out dir/zones.csv", "-o", "out dir/map.html"])
+    assert r.exit_code == 0, r.output
+    assert Path("out dir/map.html").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
+    assert Path("out dir/zones.csv").read_text().startswith("zone_id,")

@@ -17,7 +17,10 @@ def command(csv_path: Path, as_json: bool) -> None:
 
     r = precision_from_csv(csv_path)
     if as_json:
-        click.echo(json.dumps({"precision": r.precision, "ci95": [r.low, r.high], "mines": r.mines,
+        def num(x: float) -> float | None:  # no labelled row: null, not NaN (which is not JSON)
+            return None if x != x else x
+
+        click.echo(json.dumps({"precision": num(r.precision), "ci95": [num(r.low), num(r.high)], "mines": r.mines,
                                "not_mines": r.not_mines, "skipped": r.skipped, "unlabelled": r.unlabelled}))
     else:
         click.echo(r.line())

@@ -66,6 +66,10 @@ def command(inputs: tuple[Path, ...], out: Path, layers: tuple[Path, ...], run_o
     layers = tuple(abs_path(p) for p in files)
     imagery = tuple(abs_path(p) for p in imagery)
     assert out is not None
+    if pdf is not None and pdf.resolve() == out.resolve():
+        from minewatch.errors import MinewatchError
+
+        raise MinewatchError("--pdf", f"{pdf} is also --out (the HTML report): give the PDF a file name of its own")
     say("report: finding the run's layers, card and imagery …")
     ri = discover_run(run_dir, layers, zones, airstrips, card, imagery)
     params = {"title": title, "top": top_n, "basemap": basemap, "zone_id_field": zone_id_field,

@@ -132,6 +132,9 @@ def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFram
     return out.reset_index(drop=True)
 
 
+PATCH_COLUMNS = frozenset({"score", "tile", "row", "col"})
+"""Columns that mark a file of patch scores (``minewatch detect``), not a mining layer."""
+
 MINED_FIELDS = (PUBLISHED_AREA_FIELD, "mined_ha")
 """Per-polygon mined-area fields: the published layers' figure and minewatch's own estimate."""
 
@@ -161,6 +164,11 @@ def read_layer(path: str | Path, area_field: str | None = "auto", period: str | 
     """
     path = Path(path)
     gdf = read_vector(path)
+    if PATCH_COLUMNS <= set(gdf.columns):
+        # every scored patch (≥ detect's --min-score), overlapping by half: read as mining it would
+        # count all of them, several times over, with no threshold applied
+        raise MinewatchError(path, "holds patch scores from 'minewatch detect', not mining polygons: "
+                                   "run 'minewatch postprocess' on it and give its mining.parquet")
     fid = np.arange(len(gdf))
     keep = (gdf.geometry.notna() & ~gdf.geometry.is_empty).to_numpy()
     gdf, fid = gdf[keep], fid[keep]
@@ -198,6 +206,10 @@ def read_layers(paths: Sequence[str | Path], area_field: str | None = "auto") ->
         raise MinewatchError("LAYER", "give at least one mining layer")
     from minewatch.scheduling import map_threads
 
+    unique: dict[Path, str | Path] = {}
+    for p in paths:  # the same file named twice is one layer, not twice the mining
+        unique.setdefault(Path(p).resolve(), p)
+    paths = list(unique.values())
     parts = map_threads(lambda p: read_layer(p, area_field=area_field), paths)  # pyogrio and GEOS release the GIL
     fields = {p.attrs.get("area_field") for p in parts}
     gdf = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=4326)

@@ -562,7 +562,14 @@ def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             found = sorted(p.glob("*/detect/patches.parquet")) or sorted(p.glob("*/patches.parquet"))
             if not found:
                 found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in LAYER_SUFFIXES and not f.name.startswith("."))
-                found = [f for f in found if f.name not in ("manifest.json", "summary.json")]
+                found = [f for f in found if f.name not in ("manifest.json", "summary.json") and not f.name.endswith((".meta.json", ".manifest.json"))]
+                # one layer per name: minewatch writes each layer twice (mining.parquet and mining.geojson),
+                # and reading both would count every polygon twice
+                rank = {s: i for i, s in enumerate(LAYER_SUFFIXES)}
+                by_stem: dict[str, Path] = {}
+                for f in sorted(found, key=lambda f: rank[f.suffix.lower()]):
+                    by_stem.setdefault(f.stem, f)
+                found = sorted(by_stem.values())
             if not found:
                 raise MinewatchError(p, "no patches.parquet per period and no layer files (.parquet, .geojson, .gpkg) in this folder")
             out.extend(found)
@@ -570,7 +577,15 @@ def expand_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             out.append(p)
     if not out:
         raise MinewatchError("LAYERS_OR_FOLDER", "give at least one layer file or folder")
-    return out
+    # the same file named twice (or reached through a folder and by name) is read once
+    seen: set[Path] = set()
+    unique = []
+    for f in out:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
 
 
 def _is_patch_file(path: Path) -> bool:

@@ -288,7 +288,11 @@ def read_labels(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise MinewatchError(path, "file not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise MinewatchError(path, "not a text CSV (not UTF-8): expected the CSV exported by the review page") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "label" not in [c.strip().lower() for c in reader.fieldnames]:
             raise MinewatchError(path, "no 'label' column (expected the CSV exported by the review page)")
