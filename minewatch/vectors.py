@@ -166,7 +166,7 @@ def read_points_csv(path: str | Path) -> gpd.GeoDataFrame:
     bad = x.isna() | y.isna() | (y.abs() > 90) | (x.abs() > 180)
     if bad.any():
         first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise MinewatchError(path, f"{int(bad.sum())} rows have missing or out-of-range coordinates (first: row {first + 2}, {lon}={df[lon].iloc[first]!r}, {lat}={df[lat].iloc[first]!r}); CSV coordinates must be WGS84 degrees")
+        raise MinewatchError(path, f"{int(bad.sum())} rows have missing or out-of-range coordinates (first: row {first + 2}, {lon}={df[lon].iloc[[first]].tolist()[0]!r}, {lat}={df[lat].iloc[[first]].tolist()[0]!r}); CSV coordinates must be WGS84 degrees")
     return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(x, y), crs=4326)
 
 

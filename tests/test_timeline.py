@@ -129,7 +129,7 @@ def test_cli_timeline(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "nowhere.geojson: file not found" in r.output
 
 
-@pytest.mark.parametrize("command", ["timeline", "change", "impacts"])
+@pytest.mark.parametrize("command", ["timeline", "change", "impacts", "map"])
 def test_patch_scores_are_not_read_as_mining(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
     """detect's patches.parquet (every patch ≥ --min-score, overlapping by half, no threshold) given
     where a mining layer belongs — directly or inside a run folder — is refused, not summed as mining."""
@@ -145,7 +145,7 @@ def test_patch_scores_are_not_read_as_mining(tmp_path: Path, monkeypatch: pytest
     extra = {"impacts": ["--zones", "zones.geojson", "--zone-id-field", "id"]}.get(command, [])
     inputs = [["my run/detect/patches.parquet"]] + ([["my run"]] if command == "change" else [])
     for given in inputs:
-        r = CliRunner().invoke(cli, [command, *given, *extra, "--out", "out"])
+        r = CliRunner().invoke(cli, [command, *given, *extra, "--out", "out/map.html" if command == "map" else "out"])
         assert r.exit_code == 2, r.output
         assert "patches.parquet: holds patch scores from 'minewatch detect', not mining polygons" in r.output
         assert not Path("out").exists()

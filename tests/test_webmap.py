@@ -282,6 +282,9 @@ def test_map_zones_csv_that_is_the_map_itself_is_refused(tmp_path: Path, monkeyp
     assert r.exit_code == 2, r.output
     assert "--zones-csv" in r.output and "is also --out" in r.output
     assert not Path("out dir/map.html").exists()
+    r = CliRunner().invoke(cli, [*args, "--simplify", "-3", "-o", "out dir/map.html"])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == ["minewatch: error: --simplify: tolerance must be ≥ 0 metres, got -3.0"]
+    assert not Path("out dir/map.html").exists()
     r = CliRunner().invoke(cli, [*args, "--zones-csv", "out dir/zones.csv", "-o", "out dir/map.html"])
     assert r.exit_code == 0, r.output
     assert Path("out dir/map.html").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")

@@ -44,9 +44,11 @@ def command(layers: tuple[Path, ...], zones: Path | None, airstrips: Path | None
     airstrips = abs_path(airstrips) if airstrips is not None else None
     zones_csv = abs_path(zones_csv) if zones_csv is not None else None
     alerts = abs_path(alerts) if alerts is not None else None
-    if zones_csv is not None and zones_csv.resolve() == out.resolve():
-        from minewatch.errors import MinewatchError
+    from minewatch.errors import MinewatchError
 
+    if simplify_m < 0 or simplify_m != simplify_m:
+        raise MinewatchError("--simplify", f"tolerance must be ≥ 0 metres, got {simplify_m}")
+    if zones_csv is not None and zones_csv.resolve() == out.resolve():
         raise MinewatchError("--zones-csv", f"{zones_csv} is also --out (the map page): give the CSV a file name of its own")
     params = {"title": title, "basemap": basemap, "simplify_m": simplify_m, "zone_id_field": zone_id_field,
               "zone_name_field": zone_name_field, "zones_csv": str(zones_csv) if zones_csv else None}

@@ -135,6 +135,15 @@ def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFram
 PATCH_COLUMNS = frozenset({"score", "tile", "row", "col"})
 """Columns that mark a file of patch scores (``minewatch detect``), not a mining layer."""
 
+def refuse_patch_scores(path: Path, gdf: gpd.GeoDataFrame) -> None:
+    """A one-line error for ``minewatch detect``'s patch scores given where a mining layer belongs:
+    every patch ≥ ``--min-score``, overlapping by half, with no threshold applied, would be summed
+    (or drawn) as mining several times over."""
+    if PATCH_COLUMNS <= set(gdf.columns):
+        raise MinewatchError(path, "holds patch scores from 'minewatch detect', not mining polygons: "
+                                   "run 'minewatch postprocess' on it and give its mining.parquet")
+
+
 MINED_FIELDS = (PUBLISHED_AREA_FIELD, "mined_ha")
 """Per-polygon mined-area fields: the published layers' figure and minewatch's own estimate."""
 
@@ -164,11 +173,7 @@ def read_layer(path: str | Path, area_field: str | None = "auto", period: str | 
     """
     path = Path(path)
     gdf = read_vector(path)
-    if PATCH_COLUMNS <= set(gdf.columns):
-        # every scored patch (≥ detect's --min-score), overlapping by half: read as mining it would
-        # count all of them, several times over, with no threshold applied
-        raise MinewatchError(path, "holds patch scores from 'minewatch detect', not mining polygons: "
-                                   "run 'minewatch postprocess' on it and give its mining.parquet")
+    refuse_patch_scores(path, gdf)
     fid = np.arange(len(gdf))
     keep = (gdf.geometry.notna() & ~gdf.geometry.is_empty).to_numpy()
     gdf, fid = gdf[keep], fid[keep]

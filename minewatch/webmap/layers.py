@@ -19,7 +19,7 @@ import pandas as pd
 import shapely
 
 from minewatch.errors import MinewatchError
-from minewatch.postprocess.io import periods_for
+from minewatch.postprocess.io import periods_for, refuse_patch_scores
 
 EQUAL_AREA_CRS = "EPSG:6933"
 """WGS 84 / NSIDC EASE-Grid 2.0 Global (cylindrical equal-area). Chosen because it is equal-area
@@ -72,6 +72,7 @@ def read_layer(path: str | Path, period: str | None = None) -> gpd.GeoDataFrame:
     """
     path = Path(path)
     gdf = _read_vector(path)
+    refuse_patch_scores(path, gdf)
     fid = np.arange(len(gdf))
     keep = (gdf.geometry.notna() & ~gdf.geometry.is_empty).to_numpy()
     gdf, fid = gdf[keep].copy(), fid[keep]
