@@ -120,3 +120,16 @@ def test_commands_refuse_bad_periods(tmp_path: Path, bad: str) -> None:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and "--period" in lines[0] and bad in lines[0], r.stderr
     assert sorted(p.name for p in work.iterdir()) == ["roi.geojson"]  # nothing written
+
+
+@pytest.mark.parametrize("opt,bad", [("--t-main", "1.5"), ("--t-iso", "nan"), ("--simplify", "-3")])
+def test_run_refuses_bad_postprocess_options_before_detecting(tmp_path: Path, opt: str, bad: str) -> None:
+    """run checks the post-processing options first: a typo must not cost a whole detect and then
+    fail, leaving a half-made run."""
+    work = tmp_path / "my work"
+    work.mkdir()
+    r = _cli(["run", "--demo", opt, bad, "--out", "run out", "--quiet"], work)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"minewatch: error: {opt}:"), r.stderr
+    assert list(work.iterdir()) == []  # nothing written

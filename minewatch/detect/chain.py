@@ -64,6 +64,14 @@ class ChainRequest:
     masks: bool = False
     """Detect also writes the per-pixel mined mask, ``detect/masks/<tile>.tif``."""
 
+    def __post_init__(self) -> None:  # a typo must not cost a whole detect before post-processing refuses it
+        from minewatch.errors import MinewatchError
+        from minewatch.postprocess.threshold import check_thresholds
+
+        check_thresholds(self.t_main, self.t_iso)
+        if self.simplify_m is not None and not self.simplify_m >= 0:
+            raise MinewatchError("--simplify", f"tolerance must be ≥ 0 metres, got {self.simplify_m}")
+
 
 @dataclass
 class ChainResult:

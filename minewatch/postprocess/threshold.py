@@ -26,6 +26,13 @@ from minewatch.errors import MinewatchError
 from minewatch.postprocess.geom import ecef
 
 
+def check_thresholds(t_main: float | None, t_iso: float | None) -> None:
+    """One-line errors for thresholds outside [0, 1] (or NaN), before any work is done."""
+    for label, v in (("--t-main", t_main), ("--t-iso", t_iso)):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise MinewatchError(label, f"must be a probability in [0, 1], got {v}")
+
+
 @dataclass(frozen=True)
 class ThresholdParams:
     """Thresholds of one post-processing run (probabilities in [0, 1], distance in km)."""
@@ -41,9 +48,7 @@ class ThresholdParams:
     name: str = "custom"
 
     def __post_init__(self) -> None:
-        for label, v in (("--t-main", self.t_main), ("--t-iso", self.t_iso)):
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise MinewatchError(label, f"must be a probability in [0, 1], got {v}")
+        check_thresholds(self.t_main, self.t_iso)
         if self.k < 1:
             raise MinewatchError("--k", f"must be ≥ 1, got {self.k}")
         if not self.distance_km > 0:
