@@ -140,8 +140,9 @@ def test_alert_ids_are_stable_and_dates_follow_the_period(work: Path) -> None:
 def test_alerts_refuse_bad_input(work: Path) -> None:
     r = _cli(["alerts", "persist out", "--since", "2024Q5", "--out", "bad"], work)
     assert r.returncode == 2 and "2024Q5" in r.stderr
-    r = _cli(["alerts", "persist out", "--since", "2024", "--zones", "territories.geojson", "--id-field", "nope", "--out", "bad"], work)
-    assert r.returncode == 2 and "nope" in r.stderr
+    for opt in ("--id-field", "--zone-id-field"):  # the second spelling, as impacts and map name it
+        r = _cli(["alerts", "persist out", "--since", "2024", "--zones", "territories.geojson", opt, "nope", "--out", "bad"], work)
+        assert r.returncode == 2 and "--id-field 'nope' not among the columns" in r.stderr, r.stderr
     r = _cli(["alerts", "territories.geojson", "--since", "2024", "--out", "bad"], work)
     assert r.returncode == 2 and "persistence" in r.stderr
     assert not (work / "bad").exists()

@@ -15,8 +15,8 @@ WRITES = ("alerts.geojson", "alerts.csv", "alerts.csv.meta.json", "alerts.gpkg",
 @click.option("--since", required=True, help="Alerts for polygons new at or after this period (e.g. 2024 or 2025Q2).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--zones", type=click.Path(path_type=Path), default=None, help="Territories / protected areas: each alert gets the zone it falls in.")
-@click.option("--id-field", default=None, help="Zone id field [default: id, id_field, ID or zone_id when present].")
-@click.option("--name-field", default=None, help="Zone name field [default: name, name_field, Name, nome or nombre when present].")
+@click.option("--id-field", "--zone-id-field", "id_field", default=None, help="Zone id field (also --zone-id-field, as in impacts and map) [default: id, id_field, ID or zone_id when present].")
+@click.option("--name-field", "--zone-name-field", "name_field", default=None, help="Zone name field (also --zone-name-field) [default: name, name_field, Name, nome or nombre when present].")
 @click.option("--airstrips", type=click.Path(path_type=Path), default=None, help="Airstrip points: each alert gets the distance to the nearest.")
 def command(persistence: Path, since: str, out_dir: Path, zones: Path | None, id_field: str | None, name_field: str | None,
             airstrips: Path | None) -> None:  # fmt: skip
