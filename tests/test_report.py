@@ -199,3 +199,16 @@ def test_top_zones_chart_keeps_zones_with_the_same_name(tmp_path: Path) -> None:
         plt.close("all")
     assert captured["bars"] == [10.0, 20.0, 30.0]
     assert captured["labels"] == ["Same", "Other", "Same"]
+
+
+def test_report_pdf_that_is_the_page_itself_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--pdf naming the -o page (however it is spelled) would overwrite the HTML with the PDF: refused
+    in one line before anything is read or written."""
+    from minewatch.cli.main import cli
+
+    monkeypatch.chdir(tmp_path)
+    Path("my run").mkdir()
+    r = CliRunner().invoke(cli, ["report", "my run", "-o", "my run/report.html", "--pdf", "./my run/../my run/report.html"])
+    assert r.exit_code == 2, r.output
+    assert [ln for ln in r.output.splitlines() if ln.strip()] == [f"minewatch: error: --pdf: {tmp_path / 'my run' / 'report.html'} is also --out (the HTML report): give the PDF a file name of its own"]
+    assert list(Path("my run").iterdir()) == []
