@@ -135,6 +135,7 @@ def read_patches(path: str | Path, period: str | None = None) -> gpd.GeoDataFram
 PATCH_COLUMNS = frozenset({"score", "tile", "row", "col"})
 """Columns that mark a file of patch scores (``minewatch detect``), not a mining layer."""
 
+
 def refuse_patch_scores(path: Path, gdf: gpd.GeoDataFrame) -> None:
     """A one-line error for ``minewatch detect``'s patch scores given where a mining layer belongs:
     every patch ≥ ``--min-score``, overlapping by half, with no threshold applied, would be summed
