@@ -20,6 +20,7 @@ Steps (each resumable / skippable; from the repository root, ``[train]`` extra i
                                                            # choosing the recipe: every VARIANTS entry × draw on a
                                                            # development group, then the rule's choice
     BASE_EPOCHS=45 python scripts/finetune_logo.py summary:lr3e-3-share25:0 # one table of a recipe (at a keep) on every reported group
+    BASE_EPOCHS=45 python scripts/finetune_logo.py select:tapajos:distill   # the second round (ROUNDS): distillation candidates
 
 The base recipe is the shipped ``fcn`` member's (``mwnet``, seed 1, split seed 0) for
 :data:`BASE_EPOCHS` epochs: 16 by default, the length of the default's own leave-one-group-out
@@ -112,7 +113,7 @@ the chips at sites where the development group has no chip (``indep_*`` in the r
 whose figures never took part in choosing the recipe. Napo–Caquetá keeps 141 of its 427 mines there
 (the other source's chips at 33 of Punino's sites go too), about 75 of them in each draw's
 evaluation set."""
-MEASURED_FROM = {"lr": 1e-3, "local_share": 0.5, "epochs": 20, "batch_size": 64}
+MEASURED_FROM = {"lr": 1e-3, "local_share": 0.5, "epochs": 20, "batch_size": 64, "distill": 0.0}
 """The fine-tuning defaults when these measurements began; each variant overrides some of them.
 The one chosen on Tapajós (``lr3e-3-share25`` with keep 0; Punino chose keep 0.25) is now the library's default."""
 VARIANTS: dict[str, dict[str, float]] = {
@@ -124,6 +125,14 @@ VARIANTS: dict[str, dict[str, float]] = {
     # that a stronger fine-tune finds more): the combinations, still chosen on that group only
     "lr3e-3-share25": {"lr": 3e-3, "local_share": 0.25},
     "epochs40-share25": {"epochs": 40, "local_share": 0.25},
+    # second round (2026-12-07), written before any of its figures: the Tapajós choice lost 0.0175
+    # validation AP on the reported groups, so the candidates add logit distillation on the replay
+    # chips (FinetuneConfig.distill) to the recipe chosen there, at two weights, and the same with
+    # half of every batch local (weight 3 was unstable at lr 3e-3 on the shipped member: not a candidate)
+    "der0.3": {"lr": 3e-3, "local_share": 0.25, "distill": 0.3},
+    "der1": {"lr": 3e-3, "local_share": 0.25, "distill": 1.0},
+    "der0.3-share50": {"lr": 3e-3, "local_share": 0.5, "distill": 0.3},
+    "der1-share50": {"lr": 3e-3, "local_share": 0.5, "distill": 1.0},
 }
 """Fine-tuning recipes compared on the development group (FinetuneConfig fields overridden).
 
@@ -134,6 +143,20 @@ evaluation chips at N = 100, among those whose mean validation-AP loss against t
 holds 244 mines, so it is drawn with N up to 100 only (:data:`DEV_NS`; N = 200 would leave about 44
 to evaluate on). That recipe, and only it, is then run on the reported groups."""
 DEV_NS = (25, 50, 100)
+ROUNDS: dict[str, tuple[tuple[str, ...], float]] = {
+    "first": (("default", "lr3e-3", "epochs40", "share25", "lr3e-3-share25", "epochs40-share25"), 0.01),
+    "distill": (("lr3e-3-share25", "der0.3", "der1", "der0.3-share50", "der1-share50"), 0.004),
+}
+"""Each round of the choice: its candidates (:data:`VARIANTS`) and the most validation AP a candidate
+may lose on the development group at N = 100.
+
+``first`` is the rule above (Punino, then Tapajós). ``distill`` (2026-12-07, fixed before any of
+its figures) keeps the rule but leaves a margin: the recipe Tapajós chose under the full 0.01 budget
+lost 0.0072 there and 0.0175 on the reported groups, 2.4 times as much, so a candidate may lose at
+most 0.01 / 2.4 ≈ 0.004 on the development group. Its candidates are the previous choice
+(``lr3e-3-share25``, re-measured on this round's bases) and the distillation variants, each at every
+keep. Bases are rebuilt per machine (not bit for bit), so a round compares only candidates measured
+on the same bases."""
 
 
 def measure_path(group: str, draw: int | str, variant: str = "default") -> Path:
@@ -427,12 +450,13 @@ def summary(variant: str = "default", keep: float = 0.25) -> str:
     return text
 
 
-def select_recipe(group: str = "punino") -> tuple[str, float] | None:
-    """The rule of :data:`VARIANTS` on the development group: prints every candidate, returns the choice."""
+def select_recipe(group: str = "punino", round_: str = "first") -> tuple[str, float] | None:
+    """The rule of :data:`ROUNDS` on the development group: prints every candidate, returns the choice."""
     import numpy as np
 
+    variants, max_lost = ROUNDS[round_]
     cands = []
-    for vi, variant in enumerate(VARIANTS):
+    for vi, variant in enumerate(variants):
         res = _results(group, variant)
         rows = {n: [v for k, v in res.items() if k.startswith(f"{n}/")] for n in (0, 100)}
         if any(len(rows[n]) < len(DRAWS) for n in rows):
@@ -442,12 +466,12 @@ def select_recipe(group: str = "punino") -> tuple[str, float] | None:
         for keep in KEEPS:
             sens = float(np.mean([_fig(r, keep)["eval_sens_at_spec99"] for r in rows[100]]))
             lost = base_ap - float(np.mean([_fig(r, keep)["val_ap"] for r in rows[100]]))
-            ok = lost <= 0.01
+            ok = lost <= max_lost
             cands.append((ok, sens, -vi, -keep, variant, keep))
             print(f"| {variant} | {keep:g} | {sens:.3f} | {lost:.4f} | {'yes' if ok else 'no'} |")
     good = [c for c in cands if c[0]]
     if not good:
-        print("no candidate keeps the validation-AP loss within 0.01")
+        print(f"no candidate keeps the validation-AP loss within {max_lost:g}")
         return None
     best = max(good, key=lambda c: (round(c[1], 6), c[2], c[3]))
     print(f"chosen: variant {best[4]}, keep {best[5]:g} (dev sens@spec99 at N=100: {best[1]:.3f})")
@@ -542,5 +566,7 @@ if __name__ == "__main__":
             run_measure(group, ns=DEV_NS if group in DEV_GROUPS else NS, draws=(int(draw),), out_json=measure_path(group, int(draw), variant or "default"), variant=variant or "default")
         elif step == "summary" and tail:  # summary:VARIANT:KEEP
             summary(group, float(tail))
+        elif step == "select" and tail:  # select:GROUP:ROUND
+            select_recipe(group, tail)
         else:
             STEPS[step](group) if group else STEPS[step]()  # type: ignore[operator]

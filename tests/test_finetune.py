@@ -209,6 +209,60 @@ def test_keep_interpolates_back_toward_the_base(real_chips: ChipSet) -> None:
         finetune_model(copy.deepcopy(base), local, None, FinetuneConfig(epochs=1, keep=1.0), AugmentConfig(atmosphere_p=0.0))
 
 
+def test_distill_holds_the_base_scores_on_other_chips(real_chips: ChipSet) -> None:
+    """Logit distillation on the replay chips keeps the network's scores elsewhere closer to the
+    base's than the same fine-tune without it (same seed, same batches); without replay it is a
+    no-op, and a bad weight is refused."""
+    import copy
+
+    import torch
+
+    from minewatch.models import arch
+    from minewatch.train.augment import AugmentConfig
+    from minewatch.train.finetune import FinetuneConfig, finetune_model
+    from minewatch.train.loop import predict_logits
+
+    torch.manual_seed(0)
+    base = arch.build("mwnet-tiny", 3)
+    base.eval()
+    mines = np.flatnonzero(real_chips.labels == 1)
+    local = real_chips.subset(mines[:32])  # a review of mines only: every local label is "yes"
+    rest = np.setdiff1d(np.arange(len(real_chips)), mines[:32])
+    replay, elsewhere = real_chips.subset(rest[:400]), real_chips.subset(rest[400:700])
+    z0 = predict_logits(base, elsewhere.pixels)
+    aug = AugmentConfig(atmosphere_p=0.0)
+    drift = {}
+    for distill in (0.0, 1.0):
+        m = copy.deepcopy(base)
+        finetune_model(m, local, replay, FinetuneConfig(epochs=4, batch_size=16, lr=1e-3, threads=1, distill=distill), aug)
+        drift[distill] = float(np.abs(predict_logits(m, elsewhere.pixels) - z0).mean())
+    assert drift[0.0] > 0.05, "the plain fine-tune moved nothing: the test cannot tell"
+    assert drift[1.0] < 0.5 * drift[0.0], drift
+    with pytest.raises(Exception, match="diverged"):  # too strong a pull for this lr: refused, not a NaN network
+        finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=4, batch_size=16, lr=1e-2, threads=1, distill=10.0), aug)
+    no_rep = {}
+    for distill in (0.0, 10.0):  # no replay chips: nothing to distil on, the same run
+        m = copy.deepcopy(base)
+        finetune_model(m, local, None, FinetuneConfig(epochs=1, batch_size=8, threads=1, distill=distill), aug)
+        no_rep[distill] = m.state_dict()
+    assert all(torch.equal(no_rep[0.0][k], no_rep[10.0][k]) for k in no_rep[0.0])
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(Exception, match="--distill"):
+            finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, distill=bad), aug)
+
+
+def test_distill_is_a_finetune_option(tmp_path: Path, real_chips: ChipSet) -> None:
+    """``--distill`` belongs to ``--init`` and needs replay: one-line refusals, nothing written."""
+    save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")
+    r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), "--distill", "1", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--distill" in r.output and "--init" in r.output
+    r = CliRunner().invoke(cli, ["train", "--init", "default", "--no-replay", "--distill", "1", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--distill" in r.output and "replay" in r.output
+    r = CliRunner().invoke(cli, ["train", "--init", "default", "--distill", "-1", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--distill" in r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_independent_chips_share_no_site_with_the_development_group(real_chips: ChipSet) -> None:
     """The fine-tuning figures away from the development group (scripts/finetune_logo.py) are on
     chips whose site holds no development chip, so the recipe choice never scored any of them."""

@@ -14,6 +14,8 @@ from minewatch.errors import MinewatchError
 @click.option("--no-replay", is_flag=True, help="With --init: fine-tune on the local chips only.")
 @click.option("--keep", default=None, type=click.FloatRange(0, 1, max_open=True),
               help="With --init: interpolate the fine-tuned weights back toward the base by this share (0 = plain fine-tune) [default: the FinetuneConfig default, see docs/models.md].")
+@click.option("--distill", default=None, type=click.FloatRange(min=0),
+              help="With --init: weight of holding the base's scores on the replay chips (logit distillation; 0 = off) [default: the FinetuneConfig default, see docs/models.md].")
 @click.option("--eval-chips", multiple=True, type=click.Path(), help="With --init: held-out local chips to measure before/after (never trained on; repeatable).")
 @click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w, mwnet-s2d, mwnet-s2d-w.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
@@ -43,6 +45,7 @@ def command(
     replay: str | None,
     no_replay: bool,
     keep: float | None,
+    distill: float | None,
     eval_chips: tuple[str, ...],
     arch: str,
     out_dir: str,
@@ -90,10 +93,10 @@ def command(
     if init is not None:
         if dev == "cuda":
             raise MinewatchError("--device cuda", "fine-tuning (--init) runs on the CPU; drop --device or use --device cpu")
-        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet, keep)
+        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet, keep, distill)
         return
-    if replay is not None or no_replay or eval_chips or keep is not None:
-        raise MinewatchError("--replay/--no-replay/--eval-chips/--keep", "only with --init (fine-tuning)")
+    if replay is not None or no_replay or eval_chips or keep is not None or distill is not None:
+        raise MinewatchError("--replay/--no-replay/--eval-chips/--keep/--distill", "only with --init (fine-tuning)")
     if len(chips_dirs) > 1:
         raise MinewatchError("--chips", "give one chip dataset to train from scratch (several only with --init)")
     chips_dir = chips_dirs[0]
@@ -148,13 +151,15 @@ def command(
 
 def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str | None, no_replay: bool, eval_chips: tuple[str, ...],
               bands: str | None, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, threads: int,
-              name: str | None, quiet: bool, keep: float | None = None) -> None:  # fmt: skip
+              name: str | None, quiet: bool, keep: float | None = None, distill: float | None = None) -> None:  # fmt: skip
     from minewatch.chips import load_chips
     from minewatch.models.package import load_package
     from minewatch.train.finetune import FinetuneConfig, finetune_package
 
     if replay is not None and no_replay:
         raise MinewatchError("--replay/--no-replay", "give one of them")
+    if no_replay and distill:
+        raise MinewatchError("--distill", "holds the base's scores on the replay chips: it needs replay (drop --no-replay)")
     local = [load_chips(d) for d in chips_dirs]
     if bands is not None:
         want = [b.strip() for b in bands.split(",") if b.strip()]
@@ -163,10 +168,10 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
                 raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
     d = FinetuneConfig()
     cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads,
-                         keep=d.keep if keep is None else keep)
+                         keep=d.keep if keep is None else keep, distill=d.distill if distill is None else distill)
     from minewatch.runs import DirectRun, abs_local, abs_path
 
-    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep}
+    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep, "distill": cfg.distill}
     inputs = {"init": abs_local(init), "chips": [abs_path(c) for c in chips_dirs], "replay": abs_path(replay) if replay else None,
               "eval_chips": [abs_path(e) for e in eval_chips]}  # fmt: skip
     with DirectRun(abs_path(out_dir), "train", params, inputs) as run:
