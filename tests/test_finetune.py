@@ -263,6 +263,18 @@ def test_distill_is_a_finetune_option(tmp_path: Path, real_chips: ChipSet) -> No
     assert not (tmp_path / "o").exists()
 
 
+def test_a_diverged_finetune_is_a_one_line_error(tmp_path: Path, real_chips: ChipSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An lr far too large: a one-line error naming what to lower, and no package (it was a
+    traceback from the export check, "ONNX Runtime differs from PyTorch by nan")."""
+    monkeypatch.chdir(tmp_path)
+    save_chips(real_chips.subset(np.flatnonzero(real_chips.labels == 1)[:40]), Path("my chips"))
+    r = CliRunner().invoke(cli, ["train", "--init", "default", "--chips", "my chips", "--lr", "5", "--epochs", "1", "--out", "fine tuned", "--quiet"])
+    assert r.exit_code == 2, r.output
+    last = r.output.strip().splitlines()[-1]
+    assert "diverged" in last and "lower --lr" in last and "Traceback" not in r.output
+    assert not Path("fine tuned", "card.json").exists() and not Path("fine tuned", "model.onnx").exists()
+
+
 def test_independent_chips_share_no_site_with_the_development_group(real_chips: ChipSet) -> None:
     """The fine-tuning figures away from the development group (scripts/finetune_logo.py) are on
     chips whose site holds no development chip, so the recipe choice never scored any of them."""
