@@ -115,7 +115,8 @@ whose figures never took part in choosing the recipe. Napo–Caquetá keeps 141 
 evaluation set."""
 MEASURED_FROM = {"lr": 1e-3, "local_share": 0.5, "epochs": 20, "batch_size": 64, "distill": 0.0}
 """The fine-tuning defaults when these measurements began; each variant overrides some of them.
-The one chosen on Tapajós (``lr3e-3-share25`` with keep 0; Punino chose keep 0.25) is now the library's default."""
+The one chosen on Tapajós in round ``distill`` (``lr3e-3-share25`` with keep 0.25; round ``first`` chose keep 0
+there, Punino keep 0.25) is now the library's default."""
 VARIANTS: dict[str, dict[str, float]] = {
     "default": {},
     "lr3e-3": {"lr": 3e-3},
