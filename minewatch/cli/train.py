@@ -158,8 +158,6 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
 
     if replay is not None and no_replay:
         raise MinewatchError("--replay/--no-replay", "give one of them")
-    if no_replay and distill:
-        raise MinewatchError("--distill", "holds the base's scores on the replay chips: it needs replay (drop --no-replay)")
     local = [load_chips(d) for d in chips_dirs]
     if bands is not None:
         want = [b.strip() for b in bands.split(",") if b.strip()]

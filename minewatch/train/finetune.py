@@ -99,8 +99,9 @@ class FinetuneConfig:
     half the squared difference up to one logit, linear beyond) between the network's logits and the
     base network's logits on the same (augmented) replay chips, added to the usual loss (hard labels
     on every chip). Replay with labels alone lets the decision function drift wherever the labels
-    are already met (a local set of only mines pushes every uncertain chip up); matching the base's logits holds the scores the base gave other regions,
-    the tail of high-scoring not-mines that sets the 99 %-specificity threshold included. It is
+    are already met (a local set of only mines pushes every uncertain chip up); matching the base's
+    logits holds the scores the base gave other regions, the tail of high-scoring not-mines that
+    sets the 99 %-specificity threshold included. It is
     dark experience replay (Buzzega et al. 2020, "DER++"), here with the base as the fixed teacher.
     On the shipped ``fcn`` member (100 Peru mines, lr 3e-3, 20 passes) weights 0.3 and 1 cut the
     mean logit change on 1,500 other chips from 1.05 to 0.21 and 0.18; at 3 the loss jumped about,
@@ -245,7 +246,7 @@ def rebuild_members(pkg: ModelPackage, sample: np.ndarray) -> list[Member]:
 
 def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg: FinetuneConfig, augment: AugmentConfig, progress: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` in place; returns what was done (steps, seconds, chips seen)."""
-    from minewatch.train.loop import setup_torch
+    from minewatch.train.loop import frozen_copy, setup_torch
 
     if len(local) == 0:
         raise MinewatchError("--chips", "no local chips to fine-tune on")
@@ -284,10 +285,10 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
     t0 = time.time()
     losses = []
     model.to(memory_format=torch.channels_last)
-    teacher = _frozen_copy(model) if cfg.distill and n_rep else None
+    teacher = frozen_copy(model) if cfg.distill and n_rep else None
+    frozen = (nn.BatchNorm2d,) * cfg.freeze_bn + (nn.Dropout,) * (teacher is not None)  # kept in eval mode
     for epoch in range(cfg.epochs):
         model.train()
-        frozen = (nn.BatchNorm2d,) * cfg.freeze_bn + (nn.Dropout,) * (teacher is not None)
         for mod in model.modules():
             if isinstance(mod, frozen):
                 mod.eval()
@@ -309,13 +310,14 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
                 with torch.no_grad():
                     zt = teacher(x[n_loc:]).reshape(-1)
                 loss = loss + cfg.distill * nn.functional.huber_loss(z[n_loc:], zt, delta=1.0)
-            if not math.isfinite(loss.item()):  # never hand on a network that diverged
-                raise MinewatchError("--lr", f"fine-tuning diverged (loss {loss.item()} at step {epoch * spe + b + 1} of {total}): lower --lr" + (" or --distill" if teacher is not None else ""))
+            value = loss.item()
+            if not math.isfinite(value):  # never hand on a network that diverged
+                raise MinewatchError("--lr", f"fine-tuning diverged (loss {value} at step {epoch * spe + b + 1} of {total}): lower --lr" + (" or --distill" if teacher is not None else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            tot += loss.item()
+            tot += value
         losses.append(tot / spe)
         if progress:
             print(f"  fine-tune epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}", flush=True)
@@ -324,16 +326,6 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
     if cfg.keep:
         interpolate_(model, start, cfg.keep)
     return {"steps": total, "local_per_batch": n_loc, "replay_per_batch": n_rep, "seconds": round(time.time() - t0, 1), "loss_per_epoch": [round(v, 4) for v in losses]}
-
-
-def _frozen_copy(model: nn.Module) -> nn.Module:
-    """The network as it is now, in eval mode with no gradients: the distillation teacher."""
-    import copy
-
-    t = copy.deepcopy(model).eval()
-    for p in t.parameters():
-        p.requires_grad_(False)
-    return t
 
 
 @torch.no_grad()
@@ -417,6 +409,8 @@ def finetune_package(
     from minewatch.train.scorecard import card_figures, make_split, trained_split
 
     cfg = cfg or FinetuneConfig()
+    if no_replay and cfg.distill:
+        raise MinewatchError("--distill", "holds the base's scores on the replay chips: it needs replay (drop --no-replay)")
     base = load_package(init)
     out = Path(out)
     local = concat_chips(list(local_sets))

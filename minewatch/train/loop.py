@@ -169,14 +169,21 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     return float(metrics.average_precision(np.asarray(y), np.asarray(score)))
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of the network as it is now, in eval mode, with no gradients (an EMA's shadow, a
+    distillation teacher)."""
+    out = copy.deepcopy(model).eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
 class _EMA:
     """Exponential moving average of parameters; buffers (BatchNorm statistics) are copied."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
+        self.model = frozen_copy(model)
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
