@@ -97,7 +97,8 @@ DRAWS = (0, 1, 2)
 EVAL_GROUP = {"geo-regions": "region:geo_holdout_napo-caquetá", "peru-bd-mineria": "source:BD_MineriaAurifera*",
               "acre": "source:v4.0-CNN-2025_acre_negatives"}
 MINE_GROUPS = ("geo-regions", "peru-bd-mineria")
-DEV_GROUPS = {"punino": {"sources": ["punino_positives*"]}, "tapajos": {"regions": ["tapajos_basin.geojson"]}}
+DEV_GROUPS = {"punino": {"sources": ["punino_positives*"]}, "tapajos": {"regions": ["tapajos_basin.geojson"]},
+              "test-region-large": {"regions": ["test_region_large.geojson"]}}
 """Where the fine-tuning recipe is chosen: the reported groups' figures never choose anything.
 
 ``punino`` chose it first (with 16-epoch bases), but its chips lie inside the Napo–Caquetá hold-out
@@ -107,6 +108,13 @@ place with any reported group, nor with Pará–Kayapó; the same rule and candi
 with bases of the shipped length (``BASE_EPOCHS=45``)."""
 EVAL_GROUP["punino"] = "source:punino_positives*"
 EVAL_GROUP["tapajos"] = "region:tapajos_basin"
+EVAL_GROUP["test-region-large"] = "region:test_region_large"
+DRAW_WITHOUT = {"test-region-large": "tapajos"}
+"""A development group drawn from (local and evaluation chips) only where it shares no chip with
+another development group: ``test_region_large`` (276 mines, 64.3–56.1° W, 7.1° S–5.8° N) holds 98 of
+Tapajós' chips, so its 178 others are drawn from; its base leaves out all 276. It shares no chip with
+any reported group (counted 2026-12-07). Added in round ``guard`` as the second development group:
+Tapajós alone forgot 4.3 times less than Peru, so one group could not show how forgetting varies."""
 INDEPENDENT_OF = {"geo-regions": "punino"}
 """Reported groups that share places with the development group. Their evaluation is also scored on
 the chips at sites where the development group has no chip (``indep_*`` in the results): chips
@@ -134,6 +142,9 @@ VARIANTS: dict[str, dict[str, float]] = {
     "der1": {"lr": 3e-3, "local_share": 0.25, "distill": 1.0},
     "der0.3-share50": {"lr": 3e-3, "local_share": 0.5, "distill": 0.3},
     "der1-share50": {"lr": 3e-3, "local_share": 0.5, "distill": 1.0},
+    # third round (2026-12-07, written before any of its figures): the round-two recipe again, now
+    # measured at every keep of KEEP_GRID with each keep's label-free drift on replay-pool chips
+    "guard": {"lr": 3e-3, "local_share": 0.25},
 }
 """Fine-tuning recipes compared on the development group (FinetuneConfig fields overridden).
 
@@ -158,6 +169,16 @@ most 0.01 / 2.4 ≈ 0.004 on the development group. Its candidates are the previ
 (``lr3e-3-share25``, re-measured on this round's bases) and the distillation variants, each at every
 keep. Bases are rebuilt per machine (not bit for bit), so a round compares only candidates measured
 on the same bases."""
+GUARD_ROUND = {"groups": ("tapajos", "test-region-large"), "variant": "guard", "max_lost": 0.004}
+"""Round ``guard`` (2026-12-07, fixed before any of its figures). Round two's choice lost 0.0036
+validation AP on Tapajós but 0.0106 on the reported groups, nearly all of it Peru's (0.015 against
+Napo–Caquetá's 0.006): a fixed keep pulls every fine-tune back by the same amount however far it went.
+The candidates: the round-two recipe at a fixed keep (each of :data:`KEEP_GRID`), or with the keep
+chosen per fine-tune, without any label, as the least keep whose drift on the replay-pool guard chips
+is within a budget D (each of :data:`DRIFT_BUDGETS`; ``keep_for_drift``). The rule: over both
+development groups' 3 draws at N = 100, the highest mean sensitivity at 99 % specificity among
+candidates whose mean validation-AP loss is at most 0.004 (round two's margin); ties: a fixed keep
+before a budget, the smaller keep, the larger budget."""
 
 
 def measure_path(group: str, draw: int | str, variant: str = "default") -> Path:
@@ -166,6 +187,12 @@ def measure_path(group: str, draw: int | str, variant: str = "default") -> Path:
 KEEPS = (0.0, 0.25, 0.5)
 """Weight interpolation back toward the base (``FinetuneConfig.keep``), all measured from the same
 fine-tuning run: 0 is the plain fine-tune."""
+KEEP_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
+"""Round ``guard``: every fine-tune's label-free drift (``score_drift`` on :data:`GUARD_SIZE` replay-pool
+chips) at each of these keeps; figures at every one of them at N = 100, elsewhere at :data:`KEEPS` and
+at the keeps a drift budget picks."""
+DRIFT_BUDGETS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
+GUARD_SIZE, GUARD_SEED = 512, 7
 """The left-out group drawn from and evaluated on (geo-regions also leaves out Pará–Kayapó, 31 chips:
 kept as a second never-seen place, reported as is)."""
 
@@ -243,6 +270,19 @@ def _figures(model, val, ev, others, indep=None) -> dict:  # noqa: ANN001
     return out
 
 
+def _interpolated(model, base, keep: float):  # noqa: ANN001, ANN202
+    """A copy of the fine-tuned ``model`` pulled ``keep`` of the way back to ``base`` (``model`` itself at 0)."""
+    import copy
+
+    from minewatch.train.finetune import interpolate_
+
+    if not keep:
+        return model
+    out = copy.deepcopy(model)
+    interpolate_(out, base.state_dict(), keep)
+    return out
+
+
 def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, draws: tuple[int, ...] = DRAWS, member_k: int = 0,
                 out_json: Path | None = None, variant: str = "default") -> Path:  # fmt: skip
     """Fine-tune the group's base on N local chips (N in NS, DRAWS draws), evaluate; resumable JSON."""
@@ -252,8 +292,8 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
 
     from minewatch.atomic import write_json_atomic
     from minewatch.models.package import load_package
-    from minewatch.train.finetune import FinetuneConfig, finetune_model, interpolate_, rebuild_members
-    from minewatch.train.loop import TrainConfig, make_split
+    from minewatch.train.finetune import FinetuneConfig, finetune_model, keep_for_drift, rebuild_members, score_drift
+    from minewatch.train.loop import TrainConfig, make_split, predict_logits
 
     out_json = out_json or RUNS / f"measure-{group}.json"
     base = base or base_dir(group)
@@ -265,9 +305,17 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
     split = make_split(chips, cfg.val_fraction, cfg.split_seed_, regions, sources)
     val, train = chips.subset(split.val), chips.subset(split.train)
     gidx = split.holdouts[EVAL_GROUP[group]]
+    if group in DRAW_WITHOUT:  # only the chips no other development group holds
+        other = DRAW_WITHOUT[group]
+        oregions, osources = group_args(other)
+        gidx = gidx[~np.isin(gidx, make_split(chips, cfg.val_fraction, cfg.split_seed_, oregions, osources).holdouts[EVAL_GROUP[other]])]
     others = {k.split(":", 1)[1]: chips.subset(v) for k, v in split.holdouts.items() if k != EVAL_GROUP[group]}
     pkg = load_package(base)
     member = rebuild_members(pkg, val.pixels[:64].astype("float32"))[member_k]
+    guard = None
+    if variant == "guard":  # a fixed sample of the replay pool, scored by the base once
+        guard = train.pixels[np.sort(np.random.default_rng(GUARD_SEED).choice(len(train), GUARD_SIZE, replace=False))]
+        guard_base = predict_logits(member.model, guard)
     aug = TrainConfig.from_dict({"augment": member.config["augment"]}).augment
     # the recipe as it was measured (not whatever the library's defaults are now); keep is applied
     # here, from the one run, so the run itself interpolates nothing
@@ -295,17 +343,21 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
             m = copy.deepcopy(member.model)
             local = chips.subset(order[:n])
             run = finetune_model(m, local, train, FinetuneConfig(**{**ft.to_dict(), "seed": d}), aug)
-            by_keep = {}
-            for keep in KEEPS:  # the same run, interpolated back toward the base
-                mk = copy.deepcopy(m)
-                if keep:
-                    interpolate_(mk, member.model.state_dict(), keep)
-                by_keep[str(keep)] = _figures(mk, val, ev, others, indep)
+            by_keep, drift = {}, {}
+            keeps = KEEPS
+            if guard is not None:  # the drift at every keep of the grid, figures where a candidate needs them
+                for keep in KEEP_GRID:
+                    z = predict_logits(_interpolated(m, member.model, keep), guard)
+                    drift[str(keep)] = {"drift": score_drift(guard_base, z), "mean_abs_dlogit": float(np.abs(z - guard_base).mean())}
+                picked = {keep_for_drift({float(k): v["drift"] for k, v in drift.items()}, b) for b in DRIFT_BUDGETS}
+                keeps = KEEP_GRID if n == 100 else tuple(sorted(set(KEEPS) | picked))
+            for keep in keeps:  # the same run, interpolated back toward the base
+                by_keep[str(keep)] = _figures(_interpolated(m, member.model, keep), val, ev, others, indep)
             fig = by_keep["0.0"]
-            res[key] = {**fig, "by_keep": by_keep, "n_local": n, "n_local_pos": int(local.labels.sum()), "steps": run["steps"], "seconds": run["seconds"], "wall": round(time.time() - t, 1)}
+            res[key] = {**fig, "by_keep": by_keep, **({"drift_by_keep": drift} if drift else {}), "n_local": n, "n_local_pos": int(local.labels.sum()), "steps": run["steps"], "seconds": run["seconds"], "wall": round(time.time() - t, 1)}
             write_json_atomic(out_json, res)
             main = "eval_sens_at_spec99" if "eval_sens_at_spec99" in fig else "eval_false_alarm_rate"
-            print(f"{group} N={n} draw={d}: " + ", ".join(f"keep {k}: {main} {v[main]:.3f} val AP {v['val_ap']:.4f}" for k, v in by_keep.items()) + f" ({time.time() - t:.0f} s)", flush=True)
+            print(f"{group} N={n} draw={d}: " + ", ".join(f"keep {k}: {main} {v[main]:.3f} val AP {v['val_ap']:.4f}" for k, v in by_keep.items() if float(k) in KEEPS) + f" ({time.time() - t:.0f} s)", flush=True)
     return out_json
 
 
@@ -329,10 +381,11 @@ def _results(group: str, variant: str = "default") -> dict:
     return res
 
 
-def _fig(row: dict, keep: float) -> dict:
-    """A run's figures at ``keep`` (N = 0 rows are the base: the same at every keep). A run without
-    that keep raises KeyError rather than passing off another keep's figures."""
-    return row["by_keep"][str(keep)] if "by_keep" in row else row
+def _fig(row: dict, keep: float | str) -> dict:
+    """A run's figures at ``keep`` (N = 0 rows are the base: the same at every keep); ``keep`` "D0.05":
+    at the keep that drift budget picks for this run (round ``guard``). A run without that keep
+    raises KeyError rather than passing off another keep's figures."""
+    return row["by_keep"][str(keep_of(row, keep))] if "by_keep" in row else row
 
 
 def _pooled(keep: float, variant: str = "default", independent: bool = False) -> dict[int, list[float]]:
@@ -442,7 +495,7 @@ def summary(variant: str = "default", keep: float = 0.25) -> str:
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     rows = [(keep, 0), *((keep, n) for n in NS), *((k, 100) for k in KEEPS if k != keep)]
     for k, n in rows:
-        name = "base" if n == 0 else f"{k:g}"
+        name = "base" if n == 0 else (k if isinstance(k, str) else f"{k:g}")
         lines.append(f"| {name} | {n} | {_group_stat(napo, variant, n, k, 'eval_sens_at_spec99')} | {_group_stat(napo, variant, n, k, 'indep_sens_at_spec99')} | "
                      f"{_group_stat(peru, variant, n, k, 'eval_sens_at_spec99')} | **{pooled(k, n)}** | {pooled(k, n, True)} | {'–' if n == 0 else lost(k, n)} | "
                      f"{_group_stat(acre, variant, n, k, 'eval_false_alarm_rate')} |")  # fmt: skip
@@ -477,6 +530,55 @@ def select_recipe(group: str = "punino", round_: str = "first") -> tuple[str, fl
     best = max(good, key=lambda c: (round(c[1], 6), c[2], c[3]))
     print(f"chosen: variant {best[4]}, keep {best[5]:g} (dev sens@spec99 at N=100: {best[1]:.3f})")
     return best[4], best[5]
+
+
+def select_guard() -> str | None:
+    """The rule of :data:`GUARD_ROUND` on both development groups: prints every candidate (a fixed
+    keep, or a drift budget "D…") and returns the choice."""
+    import numpy as np
+
+    groups, variant, max_lost = GUARD_ROUND["groups"], GUARD_ROUND["variant"], GUARD_ROUND["max_lost"]
+    rows = {}
+    for g in groups:
+        res = _results(g, variant)
+        done = [d for d in DRAWS if f"0/{d}" in res and f"100/{d}" in res]
+        if len(done) < len(DRAWS):
+            print(f"{g}: not finished ({len(done)} of {len(DRAWS)} draws)")
+            return None
+        rows[g] = [(res[f"0/{d}"], res[f"100/{d}"]) for d in DRAWS]
+    cands = [*((0, k) for k in KEEP_GRID), *((1, f"D{b:g}") for b in DRIFT_BUDGETS)]
+    print("| candidate | " + " | ".join(f"{g}: found | {g}: AP lost | {g}: keeps" for g in groups) + " | found | AP lost | within |")
+    good = []
+    for kind, keep in cands:
+        cells, sens, lost = [], [], []
+        for g in groups:
+            figs = [(_fig(b, keep), _fig(r, keep)) for b, r in rows[g]]
+            s_g = [f["eval_sens_at_spec99"] for _, f in figs]
+            l_g = [b["val_ap"] - f["val_ap"] for b, f in figs]
+            used = [keep_of(r, keep) for _, r in rows[g]]
+            cells.append(f"{np.mean(s_g):.3f} | {np.mean(l_g):.4f} | {'/'.join(f'{u:g}' for u in used)}")
+            sens += s_g
+            lost += l_g
+        ok = float(np.mean(lost)) <= max_lost
+        name = f"keep {keep:g}" if kind == 0 else f"drift ≤ {keep[1:]}"
+        print(f"| {name} | " + " | ".join(cells) + f" | {np.mean(sens):.3f} | {np.mean(lost):.4f} | {'yes' if ok else 'no'} |")
+        if ok:  # ties: a fixed keep first, then the smaller keep, then the larger budget
+            good.append((round(float(np.mean(sens)), 6), -kind, -keep if kind == 0 else float(keep[1:]), keep))
+    if not good:
+        print(f"no candidate keeps the validation-AP loss within {max_lost:g}")
+        return None
+    best = max(good)[3]
+    print(f"chosen: {best if isinstance(best, str) else f'keep {best:g}'}")
+    return best if isinstance(best, str) else str(best)
+
+
+def keep_of(row: dict, keep: float | str) -> float:
+    """The keep a candidate used in one run (itself, or the one its drift budget picked)."""
+    from minewatch.train.finetune import keep_for_drift
+
+    if isinstance(keep, str) and keep.startswith("D"):
+        return keep_for_drift({float(k): v["drift"] for k, v in row["drift_by_keep"].items()}, float(keep[1:]))
+    return float(keep)
 
 
 def bases_on_groups() -> float:
@@ -556,7 +658,7 @@ def tta_on_groups() -> dict:
     return res
 
 
-STEPS = {"base": run_base, "measure": run_measure, "table": table, "summary": summary, "select": select_recipe, "bases": bases_on_groups, "tta": tta_on_groups}
+STEPS = {"base": run_base, "measure": run_measure, "table": table, "summary": summary, "select": select_recipe, "guard": select_guard, "bases": bases_on_groups, "tta": tta_on_groups}
 
 if __name__ == "__main__":
     for arg in sys.argv[1:]:
@@ -565,8 +667,8 @@ if __name__ == "__main__":
         draw, _, variant = tail.partition(":")
         if step == "measure" and draw:  # one draw per process (measure:GROUP:DRAW[:VARIANT]), so draws can run side by side
             run_measure(group, ns=DEV_NS if group in DEV_GROUPS else NS, draws=(int(draw),), out_json=measure_path(group, int(draw), variant or "default"), variant=variant or "default")
-        elif step == "summary" and tail:  # summary:VARIANT:KEEP
-            summary(group, float(tail))
+        elif step == "summary" and tail:  # summary:VARIANT:KEEP (KEEP "D0.05": a drift budget)
+            summary(group, tail if tail.startswith("D") else float(tail))
         elif step == "select" and tail:  # select:GROUP:ROUND
             select_recipe(group, tail)
         else:

@@ -336,6 +336,30 @@ def interpolate_(model: nn.Module, base_state: dict[str, torch.Tensor], keep: fl
             v.mul_(1.0 - keep).add_(base_state[k].to(v.dtype), alpha=keep)
 
 
+def score_drift(base_logits: np.ndarray, logits: np.ndarray) -> float:
+    """How far a fine-tune moved the scores of chips it was not meant to change, without labels.
+
+    The mean absolute change of each chip's logit net of the median change (a shift common to every
+    chip reorders nothing: the 99 %-specificity threshold is re-derived on validation), in units of
+    the standard deviation of the base's logits (so it reads the same for networks whose logits
+    differ in scale). 0 = the same ranking and spacing as the base."""
+    base = np.asarray(base_logits, np.float64).ravel()
+    d = np.asarray(logits, np.float64).ravel() - base
+    spread = float(np.std(base))
+    if d.size == 0 or d.size != base.size or not spread > 0.0:
+        raise ValueError("score_drift: needs two equal, non-empty sets of logits, the base's not all equal")
+    return float(np.mean(np.abs(d - np.median(d))) / spread)
+
+
+def keep_for_drift(drift_by_keep: dict[float, float], budget: float) -> float:
+    """The least pull back toward the base (``keep``) whose :func:`score_drift` is within ``budget``;
+    the largest keep offered when none is."""
+    if not drift_by_keep:
+        raise ValueError("keep_for_drift: no keep measured")
+    ok = [k for k, v in drift_by_keep.items() if v <= budget]
+    return min(ok) if ok else max(drift_by_keep)
+
+
 # ----------------------------------------------------------------------------------------------
 # The job: package + local chips → fine-tuned package
 
