@@ -187,12 +187,10 @@ def measure_path(group: str, draw: int | str, variant: str = "default") -> Path:
 KEEPS = (0.0, 0.25, 0.5)
 """Weight interpolation back toward the base (``FinetuneConfig.keep``), all measured from the same
 fine-tuning run: 0 is the plain fine-tune."""
-KEEP_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
-"""Round ``guard``: every fine-tune's label-free drift (``score_drift`` on :data:`GUARD_SIZE` replay-pool
-chips) at each of these keeps; figures at every one of them at N = 100, elsewhere at :data:`KEEPS` and
-at the keeps a drift budget picks."""
 DRIFT_BUDGETS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
-GUARD_SIZE, GUARD_SEED = 512, 7
+"""Round ``guard``: every fine-tune's label-free drift (``score_drift`` on ``guard_chips`` of the
+replay pool) at each keep of ``KEEP_GRID`` (minewatch.train.finetune); figures at every one of them at
+N = 100, elsewhere at :data:`KEEPS` and at the keeps one of these budgets picks."""
 """The left-out group drawn from and evaluated on (geo-regions also leaves out Pará–Kayapó, 31 chips:
 kept as a second never-seen place, reported as is)."""
 
@@ -292,7 +290,7 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
 
     from minewatch.atomic import write_json_atomic
     from minewatch.models.package import load_package
-    from minewatch.train.finetune import FinetuneConfig, finetune_model, keep_for_drift, rebuild_members, score_drift
+    from minewatch.train.finetune import KEEP_GRID, FinetuneConfig, finetune_model, guard_chips, keep_for_drift, rebuild_members, score_drift
     from minewatch.train.loop import TrainConfig, make_split, predict_logits
 
     out_json = out_json or RUNS / f"measure-{group}.json"
@@ -314,7 +312,7 @@ def run_measure(group: str, base: Path | None = None, ns: tuple[int, ...] = NS, 
     member = rebuild_members(pkg, val.pixels[:64].astype("float32"))[member_k]
     guard = None
     if variant == "guard":  # a fixed sample of the replay pool, scored by the base once
-        guard = train.pixels[np.sort(np.random.default_rng(GUARD_SEED).choice(len(train), GUARD_SIZE, replace=False))]
+        guard = guard_chips(train)
         guard_base = predict_logits(member.model, guard)
     aug = TrainConfig.from_dict({"augment": member.config["augment"]}).augment
     # the recipe as it was measured (not whatever the library's defaults are now); keep is applied
@@ -546,6 +544,8 @@ def select_guard() -> str | None:
             print(f"{g}: not finished ({len(done)} of {len(DRAWS)} draws)")
             return None
         rows[g] = [(res[f"0/{d}"], res[f"100/{d}"]) for d in DRAWS]
+    from minewatch.train.finetune import KEEP_GRID
+
     cands = [*((0, k) for k in KEEP_GRID), *((1, f"D{b:g}") for b in DRIFT_BUDGETS)]
     print("| candidate | " + " | ".join(f"{g}: found | {g}: AP lost | {g}: keeps" for g in groups) + " | found | AP lost | within |")
     good = []

@@ -251,6 +251,78 @@ def test_distill_holds_the_base_scores_on_other_chips(real_chips: ChipSet) -> No
             finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, distill=bad), aug)
 
 
+def test_score_drift_ignores_a_common_shift_and_reads_in_the_base_spread() -> None:
+    """The drift guard counts how far chips moved relative to one another, not a shift of every
+    score (the validation threshold is re-derived), in units of the base's spread."""
+    from minewatch.train.finetune import keep_for_drift, score_drift
+
+    z = np.random.default_rng(0).normal(0.0, 3.0, 500)
+    assert score_drift(z, z + 2.5) == pytest.approx(0.0, abs=1e-12)
+    moved = z + np.where(np.arange(500) % 2 == 0, 1.0, -1.0)  # half up, half down by 1 logit
+    assert score_drift(z, moved) == pytest.approx(1.0 / np.std(z), rel=1e-6)
+    assert score_drift(2 * z, 2 * moved) == pytest.approx(score_drift(z, moved))  # scale-free
+    with pytest.raises(ValueError):
+        score_drift(np.ones(5), np.ones(5))
+    drifts = {0.0: 0.3, 0.1: 0.2, 0.2: 0.12, 0.3: 0.08}
+    assert keep_for_drift(drifts, 0.15) == 0.2 and keep_for_drift(drifts, 1.0) == 0.0 and keep_for_drift(drifts, 0.01) == 0.3
+
+
+def test_max_drift_picks_the_least_keep_within_its_budget(real_chips: ChipSet) -> None:
+    """``max_drift``: the same fine-tune, pulled back toward the base by the least keep (at or above
+    ``keep``) whose drift on the replay guard chips is within budget; recorded; needs replay."""
+    import copy
+
+    import torch
+
+    from minewatch.models import arch
+    from minewatch.train.augment import AugmentConfig
+    from minewatch.train.finetune import KEEP_GRID, FinetuneConfig, finetune_model
+
+    torch.manual_seed(0)
+    base = arch.build("mwnet-tiny", 3)
+    base.eval()
+    mines = np.flatnonzero(real_chips.labels == 1)
+    local = real_chips.subset(mines[:32])
+    replay = real_chips.subset(np.setdiff1d(np.arange(len(real_chips)), mines[:32])[:300])
+    aug = AugmentConfig(atmosphere_p=0.0)
+
+    def run(**kw: float) -> tuple[dict, dict]:
+        m = copy.deepcopy(base)
+        info = finetune_model(m, local, replay, FinetuneConfig(epochs=3, batch_size=16, lr=1e-3, threads=1, **kw), aug)
+        return info, m.state_dict()
+
+    plain_info, plain = run(keep=0.0)
+    wide_info, wide = run(keep=0.0, max_drift=1e9)  # every keep within budget: the least, 0
+    assert wide_info["keep"] == 0.0 and all(torch.equal(plain[k], wide[k]) for k in plain)
+    drifts = {float(k): v for k, v in wide_info["drift_by_keep"].items()}
+    assert sorted(drifts) == list(KEEP_GRID) and drifts[0.0] > 0.01, drifts
+    assert drifts[0.0] > drifts[0.5] > drifts[0.8]  # pulling back moves other chips less
+    budget = (drifts[0.0] + drifts[0.5]) / 2
+    info, mid = run(keep=0.0, max_drift=budget)
+    want = min(k for k, v in drifts.items() if v <= budget)
+    assert info["keep"] == want and 0.0 < want <= 0.5
+    b = base.state_dict()
+    for k, v in mid.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, want * b[k] + (1 - want) * plain[k], rtol=1e-5, atol=1e-6)
+    floor_info, _ = run(keep=0.6, max_drift=1e9)  # --keep is the floor of the search
+    assert floor_info["keep"] == 0.6 and min(float(k) for k in floor_info["drift_by_keep"]) == 0.6
+    with pytest.raises(Exception, match="--max-drift"):
+        finetune_model(copy.deepcopy(base), local, None, FinetuneConfig(epochs=1, threads=1, max_drift=0.1), aug)
+    with pytest.raises(Exception, match="--max-drift"):
+        finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, max_drift=float("nan")), aug)
+
+
+def test_max_drift_is_a_finetune_option(tmp_path: Path, real_chips: ChipSet) -> None:
+    """``--max-drift`` belongs to ``--init`` and needs replay: one-line refusals, nothing written."""
+    save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")
+    r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), "--max-drift", "0.05", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--max-drift" in r.output and "--init" in r.output
+    r = CliRunner().invoke(cli, ["train", "--init", "default", "--no-replay", "--max-drift", "0.05", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--max-drift" in r.output and "replay" in r.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_distill_is_a_finetune_option(tmp_path: Path, real_chips: ChipSet) -> None:
     """``--distill`` belongs to ``--init`` and needs replay: one-line refusals, nothing written."""
     save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")

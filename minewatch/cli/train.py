@@ -16,6 +16,8 @@ from minewatch.errors import MinewatchError
               help="With --init: interpolate the fine-tuned weights back toward the base by this share (0 = plain fine-tune) [default: the FinetuneConfig default, see docs/models.md].")
 @click.option("--distill", default=None, type=click.FloatRange(min=0),
               help="With --init: weight of holding the base's scores on the replay chips (logit distillation; 0 = off) [default: the FinetuneConfig default, see docs/models.md].")
+@click.option("--max-drift", default=None, type=click.FloatRange(min=0),
+              help="With --init: pick the keep per fine-tune, the least (at or above --keep) that moves the base's scores of replay chips by at most this [default: the FinetuneConfig default, see docs/models.md].")
 @click.option("--eval-chips", multiple=True, type=click.Path(), help="With --init: held-out local chips to measure before/after (never trained on; repeatable).")
 @click.option("--arch", default="mwnet", show_default=True, help="Architecture: cnn100k, mwnet-tiny, mwnet-s, mwnet, mwnet-w, mwnet-s2d, mwnet-s2d-w.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model package folder (also holds the resumable checkpoint).")
@@ -46,6 +48,7 @@ def command(
     no_replay: bool,
     keep: float | None,
     distill: float | None,
+    max_drift: float | None,
     eval_chips: tuple[str, ...],
     arch: str,
     out_dir: str,
@@ -93,10 +96,10 @@ def command(
     if init is not None:
         if dev == "cuda":
             raise MinewatchError("--device cuda", "fine-tuning (--init) runs on the CPU; drop --device or use --device cpu")
-        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet, keep, distill)
+        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet, keep, distill, max_drift)
         return
-    if replay is not None or no_replay or eval_chips or keep is not None or distill is not None:
-        raise MinewatchError("--replay/--no-replay/--eval-chips/--keep/--distill", "only with --init (fine-tuning)")
+    if replay is not None or no_replay or eval_chips or keep is not None or distill is not None or max_drift is not None:
+        raise MinewatchError("--replay/--no-replay/--eval-chips/--keep/--distill/--max-drift", "only with --init (fine-tuning)")
     if len(chips_dirs) > 1:
         raise MinewatchError("--chips", "give one chip dataset to train from scratch (several only with --init)")
     chips_dir = chips_dirs[0]
@@ -151,7 +154,7 @@ def command(
 
 def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str | None, no_replay: bool, eval_chips: tuple[str, ...],
               bands: str | None, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, threads: int,
-              name: str | None, quiet: bool, keep: float | None = None, distill: float | None = None) -> None:  # fmt: skip
+              name: str | None, quiet: bool, keep: float | None = None, distill: float | None = None, max_drift: float | None = None) -> None:  # fmt: skip
     from minewatch.chips import load_chips
     from minewatch.models.package import load_package
     from minewatch.train.finetune import FinetuneConfig, finetune_package
@@ -166,10 +169,11 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
                 raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
     d = FinetuneConfig()
     cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads,
-                         keep=d.keep if keep is None else keep, distill=d.distill if distill is None else distill)
+                         keep=d.keep if keep is None else keep, distill=d.distill if distill is None else distill,
+                         max_drift=d.max_drift if max_drift is None else max_drift)
     from minewatch.runs import DirectRun, abs_local, abs_path
 
-    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep, "distill": cfg.distill}
+    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep, "distill": cfg.distill, "max_drift": cfg.max_drift}
     inputs = {"init": abs_local(init), "chips": [abs_path(c) for c in chips_dirs], "replay": abs_path(replay) if replay else None,
               "eval_chips": [abs_path(e) for e in eval_chips]}  # fmt: skip
     with DirectRun(abs_path(out_dir), "train", params, inputs) as run:
@@ -183,6 +187,10 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
         b = card.metrics.get("base_val") or {}
         line += f"; validation AP {v['ap']:.4f} (base {b.get('ap') or float('nan'):.4f}), sens@spec0.99 {v['sens_at_spec99']:.3f}, threshold {card.threshold:.3f}"
     click.echo(line)
+    for m in ft.get("members", []):
+        if "drift_by_keep" in m:  # --max-drift: the keep each member ended with, and why
+            drift = m["drift_by_keep"][format(m["keep"], "g")]
+            click.echo(f"  member {m['member']}: keep {m['keep']:g} (score drift {drift:.4f}, budget {cfg.max_drift:g})")
     for k, e in card.metrics.get("local_eval", {}).items():
         f, b = e["finetuned"], e["base"]
         parts = [f"{m} {f[m]:.3f} (base {b[m]:.3f})" for m in f if m.startswith(("sensitivity", "specificity", "ap")) and f.get(m) is not None and b.get(m) is not None]

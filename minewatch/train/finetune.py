@@ -114,6 +114,15 @@ class FinetuneConfig:
     DER: a squared error's gradient grows with the error it corrects, and on an untrained
     ``mwnet-tiny`` (lr 3e-3, weight 1) it fed on itself to NaN within five steps; Huber's is bounded
     by the weight. 0 = off. Costs one forward pass of the base per batch."""
+    max_drift: float | None = None
+    """Choose the keep per fine-tune (per ensemble member) instead of fixing it: the least keep of
+    :data:`KEEP_GRID`, at or above ``keep``, whose :func:`score_drift` on :data:`GUARD_SIZE` chips of
+    the replay pool is at most this (the largest keep of the grid if none is). The drift needs no
+    label: it is how far the fine-tune moved the base's scores of other regions' chips. A fixed keep
+    pulls every fine-tune back by the same share however far it went; a budget pulls back a
+    fine-tune that moved other regions a lot (on the reported groups, Peru's 100 mines cost 2.5 times
+    the validation AP Napo–Caquetá's did at the same keep) and leaves one that did not.
+    None = the fixed ``keep``. Needs replay chips. Costs scoring the guard chips once per keep."""
     optimizer: str = "sgd"
     """``sgd`` (momentum 0.9, Nesterov) or ``adamw``. Adam's first steps move every weight by about
     the learning rate whatever its gradient: on the rebuilt default (fcn member, 10 steps on 59 demo
@@ -246,7 +255,7 @@ def rebuild_members(pkg: ModelPackage, sample: np.ndarray) -> list[Member]:
 
 def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg: FinetuneConfig, augment: AugmentConfig, progress: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` in place; returns what was done (steps, seconds, chips seen)."""
-    from minewatch.train.loop import frozen_copy, setup_torch
+    from minewatch.train.loop import frozen_copy, predict_logits, setup_torch
 
     if len(local) == 0:
         raise MinewatchError("--chips", "no local chips to fine-tune on")
@@ -254,8 +263,14 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
         raise MinewatchError("--keep", f"must be in [0, 1), got {cfg.keep}")
     if not (cfg.distill >= 0.0 and math.isfinite(cfg.distill)):
         raise MinewatchError("--distill", f"must be a finite number >= 0, got {cfg.distill}")
+    if cfg.max_drift is not None and not (cfg.max_drift >= 0.0 and math.isfinite(cfg.max_drift)):
+        raise MinewatchError("--max-drift", f"must be a finite number >= 0, got {cfg.max_drift}")
+    if cfg.max_drift is not None and not (replay is not None and len(replay)):
+        raise MinewatchError("--max-drift", "measures the drift on the replay chips: it needs replay (drop --no-replay)")
     setup_torch(cfg.threads, True)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if cfg.keep else {}
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if (cfg.keep or cfg.max_drift is not None) else {}
+    guard = guard_chips(replay) if cfg.max_drift is not None else None  # type: ignore[arg-type]
+    guard_base = predict_logits(model, guard) if guard is not None else None
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     n_loc = max(1, round(cfg.batch_size * (cfg.local_share if replay is not None and len(replay) else 1.0)))
@@ -323,9 +338,35 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
             print(f"  fine-tune epoch {epoch + 1}/{cfg.epochs}: loss {losses[-1]:.4f}", flush=True)
     model.eval()
     model.to(memory_format=torch.contiguous_format)
-    if cfg.keep:
-        interpolate_(model, start, cfg.keep)
-    return {"steps": total, "local_per_batch": n_loc, "replay_per_batch": n_rep, "seconds": round(time.time() - t0, 1), "loss_per_epoch": [round(v, 4) for v in losses]}
+    keep, drifts = cfg.keep, {}
+    if guard is not None and guard_base is not None and cfg.max_drift is not None:
+        tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for k in (k for k in KEEP_GRID if k >= cfg.keep):
+            model.load_state_dict(tuned)
+            interpolate_(model, start, k)
+            drifts[k] = score_drift(guard_base, predict_logits(model, guard))
+        keep = keep_for_drift(drifts, cfg.max_drift)
+        model.load_state_dict(tuned)
+    if keep:
+        interpolate_(model, start, keep)
+    out = {"steps": total, "local_per_batch": n_loc, "replay_per_batch": n_rep, "seconds": round(time.time() - t0, 1), "loss_per_epoch": [round(v, 4) for v in losses], "keep": keep}
+    if drifts:
+        out["drift_by_keep"] = {f"{k:g}": round(v, 5) for k, v in drifts.items()}
+    return out
+
+
+KEEP_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
+"""The keeps a drift budget (:attr:`FinetuneConfig.max_drift`) chooses from."""
+GUARD_SIZE, GUARD_SEED = 512, 7
+"""How many replay-pool chips the drift is measured on, and the seed that draws them (fixed: the
+same chips for every fine-tune of one pool)."""
+
+
+def guard_chips(replay: ChipSet, size: int = GUARD_SIZE, seed: int = GUARD_SEED) -> np.ndarray:
+    """A fixed sample of the replay pool's pixels (all of it when smaller) to measure drift on."""
+    n = len(replay)
+    idx = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    return replay.pixels[idx]
 
 
 @torch.no_grad()
@@ -435,6 +476,8 @@ def finetune_package(
     cfg = cfg or FinetuneConfig()
     if no_replay and cfg.distill:
         raise MinewatchError("--distill", "holds the base's scores on the replay chips: it needs replay (drop --no-replay)")
+    if no_replay and cfg.max_drift is not None:
+        raise MinewatchError("--max-drift", "measures the drift on the replay chips: it needs replay (drop --no-replay)")
     base = load_package(init)
     out = Path(out)
     local = concat_chips(list(local_sets))
