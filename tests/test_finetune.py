@@ -437,6 +437,38 @@ def test_select_keeps_each_rounds_margin(tmp_path: Path, monkeypatch: pytest.Mon
     assert fl.select_recipe("tapajos", "narrow") == ("careful", 0.0)
 
 
+def test_guard_round_takes_a_drift_budget_when_it_forgets_less(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round ``guard`` of scripts/finetune_logo.py: over both development groups, a drift budget
+    that pulls back only the group whose fine-tune moved far beats every fixed keep within the
+    validation-AP margin; each run's figures are read at the keep its budget picked."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import finetune_logo as fl
+
+    from minewatch.train.finetune import KEEP_GRID
+
+    monkeypatch.setattr(fl, "RUNS", tmp_path)
+    (tmp_path / "variants").mkdir()
+    # group "calm" drifts 0.02 at keep 0 and loses 0.002; "wild" drifts 0.2 and loses 0.02; pulling
+    # back by k scales drift and loss by (1 - k)^2 and costs 0.2·k of the mines found
+    for g, drift0, lost0 in (("tapajos", 0.02, 0.002), ("test-region-large", 0.2, 0.02)):
+        for d in fl.DRAWS:
+            row = {"by_keep": {str(k): {"eval_sens_at_spec99": 0.8 - 0.2 * k, "val_ap": 0.93 - lost0 * (1 - k) ** 2} for k in KEEP_GRID},
+                   "drift_by_keep": {str(k): {"drift": drift0 * (1 - k) ** 2} for k in KEEP_GRID}}
+            res = {f"0/{d}": {"eval_sens_at_spec99": 0.5, "val_ap": 0.93}, f"100/{d}": row}
+            (tmp_path / "variants" / f"guard-{g}-d{d}.json").write_text(json.dumps(res))
+    chosen = fl.select_guard()
+    assert chosen is not None and chosen.startswith("D")
+    calm, wild = (fl._results(g, "guard")["100/0"] for g in ("tapajos", "test-region-large"))
+    assert fl.keep_of(calm, chosen) < fl.keep_of(wild, chosen)
+    lost = np.mean([0.93 - fl._fig(r, chosen)["val_ap"] for r in (calm, wild)])
+    assert lost <= fl.GUARD_ROUND["max_lost"]
+    monkeypatch.setitem(fl.GUARD_ROUND, "max_lost", 0.02)  # a loose margin: the plain fine-tune
+    assert fl.select_guard() == "0.0"
+
+
 def test_tta_scores_average_the_eight_dihedral_views() -> None:
     """scripts/finetune_logo.py's test-time augmentation is the mean logit over the 8 rotations and
     mirror images of each chip (written here with numpy), not the plain score."""
