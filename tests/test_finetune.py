@@ -313,25 +313,17 @@ def test_max_drift_picks_the_least_keep_within_its_budget(real_chips: ChipSet) -
         finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, max_drift=float("nan")), aug)
 
 
-def test_max_drift_is_a_finetune_option(tmp_path: Path, real_chips: ChipSet) -> None:
-    """``--max-drift`` belongs to ``--init`` and needs replay: one-line refusals, nothing written."""
+@pytest.mark.parametrize("option", ["--distill", "--max-drift"])
+def test_replay_options_belong_to_a_finetune(option: str, tmp_path: Path, real_chips: ChipSet) -> None:
+    """``--distill`` and ``--max-drift`` belong to ``--init`` and need replay: one-line refusals,
+    nothing written."""
     save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")
-    r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), "--max-drift", "0.05", "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "--max-drift" in r.output and "--init" in r.output
-    r = CliRunner().invoke(cli, ["train", "--init", "default", "--no-replay", "--max-drift", "0.05", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "--max-drift" in r.output and "replay" in r.output
-    assert not (tmp_path / "o").exists()
-
-
-def test_distill_is_a_finetune_option(tmp_path: Path, real_chips: ChipSet) -> None:
-    """``--distill`` belongs to ``--init`` and needs replay: one-line refusals, nothing written."""
-    save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")
-    r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), "--distill", "1", "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "--distill" in r.output and "--init" in r.output
-    r = CliRunner().invoke(cli, ["train", "--init", "default", "--no-replay", "--distill", "1", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "--distill" in r.output and "replay" in r.output
-    r = CliRunner().invoke(cli, ["train", "--init", "default", "--distill", "-1", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "--distill" in r.output
+    r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), option, "1", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and option in r.output and "--init" in r.output
+    r = CliRunner().invoke(cli, ["train", "--init", "default", "--no-replay", option, "1", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and option in r.output and "replay" in r.output
+    r = CliRunner().invoke(cli, ["train", "--init", "default", option, "-1", "--chips", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and option in r.output
     assert not (tmp_path / "o").exists()
 
 
