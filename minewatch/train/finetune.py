@@ -187,8 +187,8 @@ def _match_arch(params: list[tuple[np.ndarray, np.ndarray | None]], in_bands: in
 @torch.no_grad()
 def _load_folded(model: nn.Module, params: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
     for (layer, bn), (w, b) in zip(_layers(model), params, strict=True):
-        layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-        bias = torch.zeros(w.shape[0]) if b is None else torch.from_numpy(np.ascontiguousarray(b))
+        layer.weight.copy_(torch.as_tensor(np.array(w)))  # a copy: ONNX initializers are read-only views
+        bias = torch.zeros(w.shape[0]) if b is None else torch.as_tensor(np.array(b))
         if bn is None:
             if layer.bias is None:
                 raise MinewatchError("--init", "graph has a bias where the architecture has none")
