@@ -451,14 +451,15 @@ def test_guard_round_takes_a_drift_budget_when_it_forgets_less(tmp_path: Path, m
                    "drift_by_keep": {str(k): {"drift": drift0 * (1 - k) ** 2} for k in KEEP_GRID}}
             res = {f"0/{d}": {"eval_sens_at_spec99": 0.5, "val_ap": 0.93}, f"100/{d}": row}
             (tmp_path / "variants" / f"guard-{g}-d{d}.json").write_text(json.dumps(res))
-    chosen = fl.select_guard()
-    assert chosen is not None and chosen.startswith("D")
+    chosen = fl.select_grid("guard")
+    assert chosen is not None and chosen[0] == "guard" and chosen[1].startswith("D")
+    chosen = chosen[1]
     calm, wild = (fl._results(g, "guard")["100/0"] for g in ("tapajos", "test-region-large"))
     assert fl.keep_of(calm, chosen) < fl.keep_of(wild, chosen)
     lost = np.mean([0.93 - fl._fig(r, chosen)["val_ap"] for r in (calm, wild)])
-    assert lost <= fl.GUARD_ROUND["max_lost"]
-    monkeypatch.setitem(fl.GUARD_ROUND, "max_lost", 0.02)  # a loose margin: the plain fine-tune
-    assert fl.select_guard() == "0.0"
+    assert lost <= fl.GRID_ROUNDS["guard"]["max_lost"]
+    monkeypatch.setitem(fl.GRID_ROUNDS["guard"], "max_lost", 0.02)  # a loose margin: the plain fine-tune
+    assert fl.select_grid("guard") == ("guard", "0.0")
 
 
 def test_tta_scores_average_the_eight_dihedral_views() -> None:

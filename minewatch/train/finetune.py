@@ -123,6 +123,13 @@ class FinetuneConfig:
     fine-tune that moved other regions a lot (on the reported groups, Peru's 100 mines cost 2.5 times
     the validation AP Napo–Caquetá's did at the same keep) and leaves one that did not.
     None = the fixed ``keep``. Needs replay chips. Costs scoring the guard chips once per keep."""
+    hard_share: float = 0.0
+    """Share of the replay part of every batch drawn from the replay pool's hardest not-mines: the
+    :data:`HARD_FRACTION` of its not-mines the base scores highest (the rest of the replay part is
+    drawn from the whole pool, as always). A review of mines alone teaches "more of this is a mine";
+    what that breaks elsewhere first is the tail of high-scoring not-mines that sets the 99 %
+    specificity threshold, and a uniform replay sample holds few of them. 0 = off. Costs scoring the
+    replay pool with the base once."""
     optimizer: str = "sgd"
     """``sgd`` (momentum 0.9, Nesterov) or ``adamw``. Adam's first steps move every weight by about
     the learning rate whatever its gradient: on the rebuilt default (fcn member, 10 steps on 59 demo
@@ -269,12 +276,16 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
         raise MinewatchError("--max-drift", "measures the drift on the replay chips: it needs replay (drop --no-replay)")
     setup_torch(cfg.threads, True)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()} if (cfg.keep or cfg.max_drift is not None) else {}
+    if not 0.0 <= cfg.hard_share <= 1.0:
+        raise MinewatchError("--hard-share", f"must be in [0, 1], got {cfg.hard_share}")
     guard = guard_chips(replay) if cfg.max_drift is not None else None  # type: ignore[arg-type]
     guard_base = predict_logits(model, guard) if guard is not None else None
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     n_loc = max(1, round(cfg.batch_size * (cfg.local_share if replay is not None and len(replay) else 1.0)))
     n_rep = cfg.batch_size - n_loc if replay is not None and len(replay) else 0
+    hard = hardest_negatives(model, replay) if (cfg.hard_share and n_rep) else None  # type: ignore[arg-type]
+    n_hard = round(n_rep * cfg.hard_share) if hard is not None and len(hard) else 0
     spe = max(1, math.ceil(len(local) / n_loc))
     total = cfg.epochs * spe
     warm = max(1, int(cfg.warmup_frac * total))
@@ -314,7 +325,9 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
             idx = order[b * n_loc : (b + 1) * n_loc]
             xs, ys = [x_loc[idx]], [y_loc[idx]]
             if n_rep:
-                ridx = torch.randint(len(replay), (n_rep,), generator=g)  # type: ignore[arg-type]
+                ridx = torch.randint(len(replay), (n_rep - n_hard,), generator=g)  # type: ignore[arg-type]
+                if n_hard:  # the hard part last: the batch keeps its local / replay order
+                    ridx = torch.cat([ridx, hard[torch.randint(len(hard), (n_hard,), generator=g)]])  # type: ignore[index]
                 xs.append(x_rep[ridx])
                 ys.append(y_rep[ridx])
             x = augment_batch(torch.cat(xs).float(), augment, g).contiguous(memory_format=torch.channels_last)
@@ -349,10 +362,26 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
         model.load_state_dict(tuned)
     if keep:
         interpolate_(model, start, keep)
-    out = {"steps": total, "local_per_batch": n_loc, "replay_per_batch": n_rep, "seconds": round(time.time() - t0, 1), "loss_per_epoch": [round(v, 4) for v in losses], "keep": keep}
+    out = {"steps": total, "local_per_batch": n_loc, "replay_per_batch": n_rep, "hard_per_batch": n_hard, "seconds": round(time.time() - t0, 1), "loss_per_epoch": [round(v, 4) for v in losses], "keep": keep}
     if drifts:
         out["drift_by_keep"] = {f"{k:g}": round(v, 5) for k, v in drifts.items()}
     return out
+
+
+HARD_FRACTION = 0.1
+"""The share of the replay pool's not-mines, highest base score first, that ``hard_share`` draws from."""
+
+
+def hardest_negatives(model: nn.Module, replay: ChipSet, fraction: float = HARD_FRACTION) -> torch.Tensor:
+    """Indices into ``replay`` of its not-mines the model scores highest (``fraction`` of them, at least one)."""
+    from minewatch.train.loop import predict_logits
+
+    neg = np.flatnonzero(replay.labels == 0)
+    if not len(neg):
+        return torch.zeros(0, dtype=torch.long)
+    z = predict_logits(model, replay.pixels[neg])
+    k = max(1, round(fraction * len(neg)))
+    return torch.from_numpy(neg[np.argsort(-z, kind="stable")[:k]].astype(np.int64))
 
 
 KEEP_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
