@@ -313,10 +313,45 @@ def test_max_drift_picks_the_least_keep_within_its_budget(real_chips: ChipSet) -
         finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, max_drift=float("nan")), aug)
 
 
-@pytest.mark.parametrize("option", ["--distill", "--max-drift"])
+def test_hard_share_replays_the_not_mines_the_base_scores_highest(real_chips: ChipSet) -> None:
+    """``hardest_negatives`` is the top tenth of the replay pool's not-mines by the base's score;
+    ``hard_share`` draws that share of every replay part from them (0: the usual uniform replay,
+    the same run as before the option existed); out of range is refused."""
+    import copy
+
+    import torch
+
+    from minewatch.models import arch
+    from minewatch.train.augment import AugmentConfig
+    from minewatch.train.finetune import FinetuneConfig, finetune_model, hardest_negatives
+    from minewatch.train.loop import predict_logits
+
+    torch.manual_seed(0)
+    base = arch.build("mwnet-tiny", 3)
+    base.eval()
+    mines = np.flatnonzero(real_chips.labels == 1)
+    local = real_chips.subset(mines[:24])
+    replay = real_chips.subset(np.setdiff1d(np.arange(len(real_chips)), mines[:24])[:300])
+    hard = hardest_negatives(base, replay).numpy()
+    neg = np.flatnonzero(replay.labels == 0)
+    z = predict_logits(base, replay.pixels)
+    assert len(hard) == round(0.1 * len(neg)) and set(hard) <= set(neg)
+    assert z[hard].min() >= z[np.setdiff1d(neg, hard)].max()
+    aug = AugmentConfig(atmosphere_p=0.0)
+    runs = {}
+    for share in (0.0, 0.5):
+        m = copy.deepcopy(base)
+        runs[share] = (finetune_model(m, local, replay, FinetuneConfig(epochs=1, batch_size=16, threads=1, hard_share=share), aug), m.state_dict())
+    assert runs[0.0][0]["hard_per_batch"] == 0 and runs[0.5][0]["hard_per_batch"] == round(runs[0.5][0]["replay_per_batch"] * 0.5) > 0
+    assert any(not torch.equal(v, runs[0.5][1][k]) for k, v in runs[0.0][1].items() if v.is_floating_point())
+    with pytest.raises(Exception, match="--hard-share"):
+        finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, hard_share=1.5), aug)
+
+
+@pytest.mark.parametrize("option", ["--distill", "--max-drift", "--hard-share"])
 def test_replay_options_belong_to_a_finetune(option: str, tmp_path: Path, real_chips: ChipSet) -> None:
-    """``--distill`` and ``--max-drift`` belong to ``--init`` and need replay: one-line refusals,
-    nothing written."""
+    """``--distill``, ``--max-drift`` and ``--hard-share`` belong to ``--init`` and need replay:
+    one-line refusals, nothing written."""
     save_chips(real_chips.subset(np.arange(40)), tmp_path / "c")
     r = CliRunner().invoke(cli, ["train", "--chips", str(tmp_path / "c"), option, "1", "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and option in r.output and "--init" in r.output

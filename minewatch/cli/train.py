@@ -16,6 +16,8 @@ from minewatch.errors import MinewatchError
               help="With --init: interpolate the fine-tuned weights back toward the base by this share (0 = plain fine-tune) [default: the FinetuneConfig default, see docs/models.md].")
 @click.option("--distill", default=None, type=click.FloatRange(min=0),
               help="With --init: weight of holding the base's scores on the replay chips (logit distillation; 0 = off) [default: the FinetuneConfig default, see docs/models.md].")
+@click.option("--hard-share", default=None, type=click.FloatRange(0, 1),
+              help="With --init: share of the replay chips drawn from the tenth of their not-mines the base scores highest (0 = off) [default: the FinetuneConfig default, see docs/models.md].")
 @click.option("--max-drift", default=None, type=click.FloatRange(min=0),
               help="With --init: pick the keep per fine-tune, the least (at or above --keep) that moves the base's scores of replay chips by at most this [default: the FinetuneConfig default, see docs/models.md].")
 @click.option("--eval-chips", multiple=True, type=click.Path(), help="With --init: held-out local chips to measure before/after (never trained on; repeatable).")
@@ -49,6 +51,7 @@ def command(
     keep: float | None,
     distill: float | None,
     max_drift: float | None,
+    hard_share: float | None,
     eval_chips: tuple[str, ...],
     arch: str,
     out_dir: str,
@@ -96,10 +99,10 @@ def command(
     if init is not None:
         if dev == "cuda":
             raise MinewatchError("--device cuda", "fine-tuning (--init) runs on the CPU; drop --device or use --device cpu")
-        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet, keep, distill, max_drift)
+        _finetune(init, chips_dirs, out_dir, replay, no_replay, eval_chips, bands, epochs, batch_size, lr, seed, threads, name, quiet, keep, distill, max_drift, hard_share)
         return
-    if replay is not None or no_replay or eval_chips or keep is not None or distill is not None or max_drift is not None:
-        raise MinewatchError("--replay/--no-replay/--eval-chips/--keep/--distill/--max-drift", "only with --init (fine-tuning)")
+    if replay is not None or no_replay or eval_chips or keep is not None or distill is not None or max_drift is not None or hard_share is not None:
+        raise MinewatchError("--replay/--no-replay/--eval-chips/--keep/--distill/--max-drift/--hard-share", "only with --init (fine-tuning)")
     if len(chips_dirs) > 1:
         raise MinewatchError("--chips", "give one chip dataset to train from scratch (several only with --init)")
     chips_dir = chips_dirs[0]
@@ -154,7 +157,8 @@ def command(
 
 def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str | None, no_replay: bool, eval_chips: tuple[str, ...],
               bands: str | None, epochs: int | None, batch_size: int | None, lr: float | None, seed: int, threads: int,
-              name: str | None, quiet: bool, keep: float | None = None, distill: float | None = None, max_drift: float | None = None) -> None:  # fmt: skip
+              name: str | None, quiet: bool, keep: float | None = None, distill: float | None = None, max_drift: float | None = None,
+              hard_share: float | None = None) -> None:  # fmt: skip
     from minewatch.chips import load_chips
     from minewatch.models.package import load_package
     from minewatch.train.finetune import FinetuneConfig, finetune_package
@@ -170,10 +174,10 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
     d = FinetuneConfig()
     cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads,
                          keep=d.keep if keep is None else keep, distill=d.distill if distill is None else distill,
-                         max_drift=d.max_drift if max_drift is None else max_drift)
+                         max_drift=d.max_drift if max_drift is None else max_drift, hard_share=d.hard_share if hard_share is None else hard_share)
     from minewatch.runs import DirectRun, abs_local, abs_path
 
-    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep, "distill": cfg.distill, "max_drift": cfg.max_drift}
+    params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep, "distill": cfg.distill, "max_drift": cfg.max_drift, "hard_share": cfg.hard_share}
     inputs = {"init": abs_local(init), "chips": [abs_path(c) for c in chips_dirs], "replay": abs_path(replay) if replay else None,
               "eval_chips": [abs_path(e) for e in eval_chips]}  # fmt: skip
     with DirectRun(abs_path(out_dir), "train", params, inputs) as run:

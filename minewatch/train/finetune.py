@@ -507,6 +507,8 @@ def finetune_package(
         raise MinewatchError("--distill", "holds the base's scores on the replay chips: it needs replay (drop --no-replay)")
     if no_replay and cfg.max_drift is not None:
         raise MinewatchError("--max-drift", "measures the drift on the replay chips: it needs replay (drop --no-replay)")
+    if no_replay and cfg.hard_share:
+        raise MinewatchError("--hard-share", "draws from the replay chips: it needs replay (drop --no-replay)")
     base = load_package(init)
     out = Path(out)
     local = concat_chips(list(local_sets))
