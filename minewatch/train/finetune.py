@@ -122,7 +122,10 @@ class FinetuneConfig:
     pulls every fine-tune back by the same share however far it went; a budget pulls back a
     fine-tune that moved other regions a lot (on the reported groups, Peru's 100 mines cost 2.5 times
     the validation AP Napo–Caquetá's did at the same keep) and leaves one that did not.
-    None = the fixed ``keep``. Needs replay chips. Costs scoring the guard chips once per keep."""
+    None = the fixed ``keep``. Needs replay chips. Costs scoring the guard chips once per keep.
+    Not the default: on the two development groups of round ``guard`` (docs/models.md) the group
+    whose fine-tunes drifted most did not forget more, and at equal validation AP lost a budget found
+    no more mines than a fixed keep."""
     hard_share: float = 0.0
     """Share of the replay part of every batch drawn from the replay pool's hardest not-mines: the
     :data:`HARD_FRACTION` of its not-mines the base scores highest (the rest of the replay part is
