@@ -348,6 +348,20 @@ def test_hard_share_replays_the_not_mines_the_base_scores_highest(real_chips: Ch
         finetune_model(copy.deepcopy(base), local, replay, FinetuneConfig(epochs=1, threads=1, hard_share=1.5), aug)
 
 
+def test_no_replay_finetune_runs_with_the_default_hard_share(tmp_path: Path, real_chips: ChipSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default ``hard_share`` draws from replay chips; ``--no-replay`` (as typed, relative paths
+    with spaces) still fine-tunes, and the card records that no hard not-mine was drawn."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    save_chips(real_chips.subset(np.flatnonzero(real_chips.labels == 1)[:24]), Path("my chips"))
+    r = CliRunner().invoke(cli, ["train", "--init", "default", "--no-replay", "--chips", "my chips", "--epochs", "1", "--workers", "1", "--out", "no replay", "--quiet"])
+    assert r.exit_code == 0, r.output
+    ft = json.loads(Path("no replay", "card.json").read_text())["training"]["finetune"]
+    assert ft["config"]["hard_share"] == 0.0 and ft["replay"] is None
+    assert all(m["hard_per_batch"] == 0 and m["replay_per_batch"] == 0 for m in ft["members"])
+
+
 @pytest.mark.parametrize("option", ["--distill", "--max-drift", "--hard-share"])
 def test_replay_options_belong_to_a_finetune(option: str, tmp_path: Path, real_chips: ChipSet) -> None:
     """``--distill``, ``--max-drift`` and ``--hard-share`` belong to ``--init`` and need replay:

@@ -165,6 +165,8 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
 
     if replay is not None and no_replay:
         raise MinewatchError("--replay/--no-replay", "give one of them")
+    if no_replay and hard_share:
+        raise MinewatchError("--hard-share", "draws from the replay chips: it needs replay (drop --no-replay)")
     local = [load_chips(d) for d in chips_dirs]
     if bands is not None:
         want = [b.strip() for b in bands.split(",") if b.strip()]

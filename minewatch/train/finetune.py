@@ -279,10 +279,10 @@ def finetune_model(model: nn.Module, local: ChipSet, replay: ChipSet | None, cfg
         raise MinewatchError("--max-drift", f"must be a finite number >= 0, got {cfg.max_drift}")
     if cfg.max_drift is not None and not (replay is not None and len(replay)):
         raise MinewatchError("--max-drift", "measures the drift on the replay chips: it needs replay (drop --no-replay)")
-    setup_torch(cfg.threads, True)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if (cfg.keep or cfg.max_drift is not None) else {}
     if not 0.0 <= cfg.hard_share <= 1.0:
         raise MinewatchError("--hard-share", f"must be in [0, 1], got {cfg.hard_share}")
+    setup_torch(cfg.threads, True)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()} if (cfg.keep or cfg.max_drift is not None) else {}
     guard = guard_chips(replay) if cfg.max_drift is not None else None  # type: ignore[arg-type]
     guard_base = predict_logits(model, guard) if guard is not None else None
     torch.manual_seed(cfg.seed)
@@ -512,8 +512,8 @@ def finetune_package(
         raise MinewatchError("--distill", "holds the base's scores on the replay chips: it needs replay (drop --no-replay)")
     if no_replay and cfg.max_drift is not None:
         raise MinewatchError("--max-drift", "measures the drift on the replay chips: it needs replay (drop --no-replay)")
-    if no_replay and cfg.hard_share:
-        raise MinewatchError("--hard-share", "draws from the replay chips: it needs replay (drop --no-replay)")
+    if no_replay and cfg.hard_share:  # nothing to draw from: the card records what ran
+        cfg = FinetuneConfig(**{**cfg.to_dict(), "hard_share": 0.0})
     base = load_package(init)
     out = Path(out)
     local = concat_chips(list(local_sets))
