@@ -61,6 +61,21 @@ def _small_replay(real: ChipSet, folder: Path, n: int = 400) -> Path:
     return save_chips(real.subset(idx), folder)
 
 
+def _tiny_base_and_mine_review(real: ChipSet, n_local: int, n_replay: int = 300):  # noqa: ANN202
+    """An untrained ``mwnet-tiny`` (seed 0, eval mode), a review of ``n_local`` mines only, and a
+    replay pool of other chips."""
+    import torch
+
+    from minewatch.models import arch
+
+    torch.manual_seed(0)
+    base = arch.build("mwnet-tiny", 3)
+    base.eval()
+    mines = np.flatnonzero(real.labels == 1)
+    replay = real.subset(np.setdiff1d(np.arange(len(real)), mines[:n_local])[:n_replay])
+    return base, real.subset(mines[:n_local]), replay
+
+
 def test_review_chips_finetune_detect_on_the_demo(real_chips: ChipSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     demo = load_demo()
     truth = gpd.read_file(demo.truth)
@@ -274,16 +289,10 @@ def test_max_drift_picks_the_least_keep_within_its_budget(real_chips: ChipSet) -
 
     import torch
 
-    from minewatch.models import arch
     from minewatch.train.augment import AugmentConfig
     from minewatch.train.finetune import KEEP_GRID, FinetuneConfig, finetune_model
 
-    torch.manual_seed(0)
-    base = arch.build("mwnet-tiny", 3)
-    base.eval()
-    mines = np.flatnonzero(real_chips.labels == 1)
-    local = real_chips.subset(mines[:32])
-    replay = real_chips.subset(np.setdiff1d(np.arange(len(real_chips)), mines[:32])[:300])
+    base, local, replay = _tiny_base_and_mine_review(real_chips, 32)
     aug = AugmentConfig(atmosphere_p=0.0)
 
     def run(**kw: float) -> tuple[dict, dict]:
@@ -321,17 +330,11 @@ def test_hard_share_replays_the_not_mines_the_base_scores_highest(real_chips: Ch
 
     import torch
 
-    from minewatch.models import arch
     from minewatch.train.augment import AugmentConfig
     from minewatch.train.finetune import FinetuneConfig, finetune_model, hardest_negatives
     from minewatch.train.loop import predict_logits
 
-    torch.manual_seed(0)
-    base = arch.build("mwnet-tiny", 3)
-    base.eval()
-    mines = np.flatnonzero(real_chips.labels == 1)
-    local = real_chips.subset(mines[:24])
-    replay = real_chips.subset(np.setdiff1d(np.arange(len(real_chips)), mines[:24])[:300])
+    base, local, replay = _tiny_base_and_mine_review(real_chips, 24)
     hard = hardest_negatives(base, replay).numpy()
     neg = np.flatnonzero(replay.labels == 0)
     z = predict_logits(base, replay.pixels)
