@@ -178,8 +178,6 @@ DRIFT_BUDGETS = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
 """Round ``guard``: every fine-tune's label-free drift (``score_drift`` on ``guard_chips`` of the
 replay pool) at each keep of ``KEEP_GRID`` (minewatch.train.finetune); figures at every one of them at
 N = 100, elsewhere at :data:`KEEPS` and at the keeps one of these budgets picks."""
-GRID_VARIANTS = ("guard", "hard25", "hard50", "der0.1")
-"""Variants measured at every keep of ``KEEP_GRID`` at N = 100, with each keep's drift."""
 GRID_ROUNDS: dict[str, dict] = {
     "guard": {"groups": ("tapajos", "test-region-large"), "variants": ("guard",), "budgets": DRIFT_BUDGETS, "max_lost": 0.004},
     "hard": {"groups": ("tapajos", "test-region-large"), "variants": ("guard", "hard25", "hard50", "der0.1"), "budgets": (), "max_lost": 0.004},
@@ -215,6 +213,8 @@ against 0.0037 (2.84), so the margin becomes 0.01 / 2.84 = 0.0035; the candidate
 those of ``hard``. What it chooses is measured on the reported groups at every N
 (:data:`REPORT_KEEPS`). It chose ``hard25`` at keep 0.3 (0.826 found, 0.0035 lost), the library's
 default since; on the reported groups it found 0.651 of the pooled mines and lost 0.0128."""
+GRID_VARIANTS = tuple(dict.fromkeys(v for r in GRID_ROUNDS.values() for v in r["variants"]))
+"""Variants measured at every keep of ``KEEP_GRID`` at N = 100, with each keep's drift: those of the grid rounds."""
 REPORT_KEEPS = (0.3,)
 """Keeps measured at every N besides :data:`KEEPS`: the keep round ``ratio`` chose."""
 

@@ -278,6 +278,8 @@ def test_score_drift_ignores_a_common_shift_and_reads_in_the_base_spread() -> No
     assert score_drift(2 * z, 2 * moved) == pytest.approx(score_drift(z, moved))  # scale-free
     with pytest.raises(ValueError):
         score_drift(np.ones(5), np.ones(5))
+    with pytest.raises(ValueError):  # one logit would broadcast against every base logit
+        score_drift(z, z[:1])
     drifts = {0.0: 0.3, 0.1: 0.2, 0.2: 0.12, 0.3: 0.08}
     assert keep_for_drift(drifts, 0.15) == 0.2 and keep_for_drift(drifts, 1.0) == 0.0 and keep_for_drift(drifts, 0.01) == 0.3
 

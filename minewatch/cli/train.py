@@ -173,10 +173,8 @@ def _finetune(init: str, chips_dirs: tuple[str, ...], out_dir: str, replay: str 
         for c in local:
             if want != c.spec.bands:
                 raise MinewatchError(c.path, f"--bands {','.join(want)} but the chips hold {','.join(c.spec.bands)}")
-    d = FinetuneConfig()
-    cfg = FinetuneConfig(epochs=epochs or d.epochs, batch_size=batch_size or d.batch_size, lr=lr or d.lr, seed=seed, threads=threads,
-                         keep=d.keep if keep is None else keep, distill=d.distill if distill is None else distill,
-                         max_drift=d.max_drift if max_drift is None else max_drift, hard_share=d.hard_share if hard_share is None else hard_share)
+    given = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "keep": keep, "distill": distill, "max_drift": max_drift, "hard_share": hard_share}
+    cfg = FinetuneConfig(seed=seed, threads=threads, **{k: v for k, v in given.items() if v is not None})  # the rest: FinetuneConfig's defaults
     from minewatch.runs import DirectRun, abs_local, abs_path
 
     params = {"init": init, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": seed, "no_replay": no_replay, "name": name, "keep": cfg.keep, "distill": cfg.distill, "max_drift": cfg.max_drift, "hard_share": cfg.hard_share}

@@ -420,10 +420,11 @@ def score_drift(base_logits: np.ndarray, logits: np.ndarray) -> float:
     the standard deviation of the base's logits (so it reads the same for networks whose logits
     differ in scale). 0 = the same ranking and spacing as the base."""
     base = np.asarray(base_logits, np.float64).ravel()
-    d = np.asarray(logits, np.float64).ravel() - base
-    spread = float(np.std(base))
-    if d.size == 0 or d.size != base.size or not spread > 0.0:
+    tuned = np.asarray(logits, np.float64).ravel()
+    spread = float(np.std(base)) if base.size else 0.0
+    if base.size == 0 or tuned.size != base.size or not spread > 0.0:  # sizes before subtracting: one logit would broadcast
         raise ValueError("score_drift: needs two equal, non-empty sets of logits, the base's not all equal")
+    d = tuned - base
     return float(np.mean(np.abs(d - np.median(d))) / spread)
 
 
